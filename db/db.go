@@ -1,0 +1,45 @@
+// Package db is pgsse's only door to PostgreSQL: the connection pool, the
+// migration runner, and every SQL query the service runs. Queries return plain
+// values and event.Raw rows; decoding and fan-out are left to listener and sse.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	_ "github.com/lib/pq" // registers the "postgres" driver
+)
+
+// Store runs pgsse's queries on a connection pool.
+type Store struct {
+	url string
+	db  *sql.DB
+}
+
+// Open prepares a pool for the database at url. It does not wait for the database:
+// pgsse starts, and keeps serving, while Postgres is away.
+func Open(url string) (*Store, error) {
+	sqlDB, err := sql.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	// Snapshots, replays and the listener's reads are short; a small pool bounds
+	// the load one replica can put on Postgres however many clients it serves.
+	sqlDB.SetMaxOpenConns(16)
+	sqlDB.SetMaxIdleConns(16)
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	return &Store{url: url, db: sqlDB}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+
+	"pgsse/event"
+)
+
+// Head returns the log position a new reader starts from: the newest committed
+// id, or the horizon when the log is empty. Every event committed later has a
+// higher id.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	var head int64
+	err := s.db.QueryRowContext(ctx, `
+		SELECT greatest((SELECT max(id) FROM pgsse.events), (SELECT pruned_through FROM pgsse.horizon))`).Scan(&head)
+	if err != nil {
+		return 0, fmt.Errorf("read log head: %w", err)
+	}
+	return head, nil
+}
+
+// LogBounds returns the log's extent. horizon: every event at or below it may have
+// been pruned. newest: the highest id ever handed out (committed or not), so a
+// position above it was issued by a log that no longer exists.
+func (s *Store) LogBounds(ctx context.Context) (horizon, newest int64, err error) {
+	err = s.db.QueryRowContext(ctx, `
+		SELECT (SELECT pruned_through FROM pgsse.horizon),
+		       (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgsse.event_id_seq)`).Scan(&horizon, &newest)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read log bounds: %w", err)
+	}
+	return horizon, newest, nil
+}
+
+// EventsAfter returns up to limit events with ids above after, in id order.
+func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]event.Raw, error) {
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT id, kind, topic, time, data FROM pgsse.events
+		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	return scanEvents(rows, fmt.Sprintf("read events after %d", after))
+}
+
+// TopicEvents returns up to limit events in (after, through] whose topic is one of
+// topics or starts with one of prefixes, in id order.
+func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, error) {
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT id, kind, topic, time, data FROM pgsse.events
+		WHERE id > $1 AND id <= $2
+		  AND (topic = ANY($3::text[]) OR topic ^@ ANY($4::text[]))
+		ORDER BY id LIMIT $5`, after, through, pq.Array(topics), pq.Array(prefixes), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read topic events in (%d, %d]: %w", after, through, err)
+	}
+	return scanEvents(rows, fmt.Sprintf("read topic events in (%d, %d]", after, through))
+}
+
+func scanEvents(rows *sql.Rows, op string) ([]event.Raw, error) {
+	defer rows.Close()
+	var out []event.Raw
+	for rows.Next() {
+		var r event.Raw
+		if err := rows.Scan(&r.ID, &r.Kind, &r.Topic, &r.Time, &r.Data); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
+}
+
+// Prune deletes events older than before, batch rows per transaction, and moves
+// the horizon past them. It deletes in id order up to the first event that is
+// recent enough, so it reads only rows it deletes. Writers never wait for it: it
+// touches only old rows. When another replica is pruning, it returns 0 at once.
+func (s *Store) Prune(ctx context.Context, before time.Time, batch int) (int64, error) {
+	var boundary sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `
+		SELECT id FROM pgsse.events WHERE time >= $1 ORDER BY id LIMIT 1`, before).Scan(&boundary)
+	switch {
+	case err == sql.ErrNoRows:
+		boundary = sql.NullInt64{Int64: 1<<63 - 1, Valid: true} // everything is old
+	case err != nil:
+		return 0, fmt.Errorf("prune: find first retained event: %w", err)
+	}
+
+	var total int64
+	for {
+		n, err := s.pruneBatch(ctx, boundary.Int64, batch)
+		total += n
+		if err != nil || n < int64(batch) {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) pruneBatch(ctx context.Context, below int64, batch int) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("prune: begin: %w", err)
+	}
+	defer tx.Rollback()
+
+	var locked bool
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(1885827955, 3)`).Scan(&locked); err != nil {
+		return 0, fmt.Errorf("prune: take advisory lock: %w", err)
+	}
+	if !locked {
+		return 0, nil
+	}
+	var n, through int64
+	err = tx.QueryRowContext(ctx, `
+		WITH gone AS (
+			DELETE FROM pgsse.events
+			WHERE id IN (SELECT id FROM pgsse.events WHERE id < $1 ORDER BY id LIMIT $2)
+			RETURNING id
+		)
+		SELECT count(*), coalesce(max(id), 0) FROM gone`, below, batch).Scan(&n, &through)
+	if err != nil {
+		return 0, fmt.Errorf("prune: delete events below %d: %w", below, err)
+	}
+	if n > 0 {
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE pgsse.horizon SET pruned_through = greatest(pruned_through, $1)`, through); err != nil {
+			return 0, fmt.Errorf("prune: move horizon to %d: %w", through, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("prune: commit: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,58 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net/url"
+
+	"github.com/amacneil/dbmate/v2/pkg/dbmate"
+	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers dbmate's postgres driver
+
+	"pgsse/migrations"
+)
+
+// migrationLock is the advisory lock (class "pgss", key 2) that serialises
+// migration runs across replicas.
+const migrationLock = "SELECT pg_advisory_lock(1885827955, 2)"
+
+// Migrate applies pending migrations. Many replicas may call it at once: an
+// advisory lock, held on its own connection for the whole run, lets one apply
+// them while the others wait and then find nothing to do. Each applied file is
+// reported to applied.
+func (s *Store) Migrate(ctx context.Context, applied io.Writer) error {
+	u, err := url.Parse(s.url)
+	if err != nil {
+		return fmt.Errorf("migrate: parse database url: %w", err)
+	}
+
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: connect: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, migrationLock); err != nil {
+		return fmt.Errorf("migrate: take advisory lock: %w", err)
+	}
+	defer unlockMigrations(conn)
+
+	m := dbmate.New(u)
+	m.FS = migrations.FS
+	m.MigrationsDir = []string{"."}
+	// pgsse keeps its bookkeeping in its own schema, apart from any dbmate table
+	// the application has in public.
+	m.MigrationsTableName = "pgsse.schema_migrations"
+	m.AutoDumpSchema = false
+	m.Log = applied
+	if err := m.Migrate(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+func unlockMigrations(conn *sql.Conn) {
+	// A fresh context: the caller's may be done, and the lock must not outlive
+	// this run on a pooled connection.
+	_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(1885827955, 2)")
+}

@@ -1,0 +1,59 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/lib/pq"
+
+	"pgsse/event"
+)
+
+// VideoSnapshot returns the log position and, for each of videoIDs that exists,
+// a video.status snapshot event carrying that position as its id. Both are read
+// in one statement, so in one snapshot: the state reflects exactly the events up
+// to the position, and a subscriber that continues from it misses nothing.
+// Unknown ids get no event.
+func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error) {
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT head.position, v.id, v.processing_status, v.updated_at
+		FROM (SELECT greatest((SELECT max(id) FROM pgsse.events),
+		                      (SELECT pruned_through FROM pgsse.horizon)) AS position) AS head
+		LEFT JOIN videos v ON v.id = ANY($1::text[])
+		ORDER BY v.id`, pq.Array(videoIDs))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+	}
+	defer rows.Close()
+
+	var position int64
+	var out []event.Event
+	for rows.Next() {
+		var (
+			id, status sql.NullString
+			updated    sql.NullTime
+		)
+		if err := rows.Scan(&position, &id, &status, &updated); err != nil {
+			return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+		}
+		if !id.Valid {
+			continue // no video matched: the one row carries only the position
+		}
+		out = append(out, event.Event{
+			Kind:     event.KindVideoStatus,
+			Topic:    "videos/" + id.String,
+			Time:     updated.Time,
+			Data:     &event.VideoStatus{VideoID: id.String, Status: status.String},
+			Snapshot: true,
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+	}
+	for i := range out {
+		out[i].ID = position
+	}
+	return position, out, nil
+}
+

@@ -1,0 +1,138 @@
+// Package event is pgsse's event model: the envelope every event shares and one
+// typed struct per kind. It does no I/O; db reads raw rows, listener and sse decode
+// them here, so a kind is defined in exactly one place.
+//
+// Adding a kind takes a migration (a trigger that calls pgsse.record, or writers
+// that call pgsse.publish) and a struct registered in kinds below.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kinds fixed by the contract.
+const (
+	KindVideoStatus   = "video.status"
+	KindVideoProgress = "video.progress"
+)
+
+// ErrUnknownKind is returned by Decode for a kind that has no registered struct.
+var ErrUnknownKind = errors.New("event: unknown kind")
+
+// Payload is the typed data of one kind.
+type Payload interface {
+	// Kind returns the kind this payload belongs to.
+	Kind() string
+	// Validate reports whether the decoded payload is complete and sane.
+	Validate() error
+}
+
+// kinds maps each kind to a constructor of its payload.
+var kinds = map[string]func() Payload{
+	KindVideoStatus:   func() Payload { return new(VideoStatus) },
+	KindVideoProgress: func() Payload { return new(VideoProgress) },
+}
+
+// VideoStatus is written by the videos trigger on INSERT and whenever
+// processing_status changes. PreviousStatus is nil on INSERT and in snapshots.
+type VideoStatus struct {
+	VideoID        string  `json:"video_id"`
+	Status         string  `json:"status"`
+	PreviousStatus *string `json:"previous_status"`
+}
+
+// Kind implements Payload.
+func (*VideoStatus) Kind() string { return KindVideoStatus }
+
+// Validate implements Payload.
+func (p *VideoStatus) Validate() error {
+	if p.VideoID == "" {
+		return errors.New("video_id is empty")
+	}
+	return nil
+}
+
+// VideoProgress is published by processing workers through pgsse.publish.
+type VideoProgress struct {
+	VideoID string  `json:"video_id"`
+	Percent float64 `json:"percent"`
+	Stage   string  `json:"stage,omitempty"`
+}
+
+// Kind implements Payload.
+func (*VideoProgress) Kind() string { return KindVideoProgress }
+
+// Validate implements Payload.
+func (p *VideoProgress) Validate() error {
+	if p.VideoID == "" {
+		return errors.New("video_id is empty")
+	}
+	if p.Percent < 0 || p.Percent > 100 {
+		return fmt.Errorf("percent %v is outside 0..100", p.Percent)
+	}
+	return nil
+}
+
+// Raw is one row of pgsse.events as stored, before its data is decoded.
+type Raw struct {
+	ID    int64
+	Kind  string
+	Topic string
+	Time  time.Time
+	Data  []byte
+}
+
+// Event is one decoded event.
+type Event struct {
+	ID    int64
+	Kind  string
+	Topic string
+	Time  time.Time
+	Data  Payload
+	// Snapshot marks an event built from current state rather than read from the log;
+	// its ID is the log position the state was read at.
+	Snapshot bool
+}
+
+// Decode turns a raw row into an Event with its typed payload.
+func Decode(r Raw) (Event, error) {
+	newPayload, ok := kinds[r.Kind]
+	if !ok {
+		return Event{}, fmt.Errorf("decode event %d: %w %q", r.ID, ErrUnknownKind, r.Kind)
+	}
+	p := newPayload()
+	if err := json.Unmarshal(r.Data, p); err != nil {
+		return Event{}, fmt.Errorf("decode event %d (%s): %w", r.ID, r.Kind, err)
+	}
+	if err := p.Validate(); err != nil {
+		return Event{}, fmt.Errorf("decode event %d (%s): %w", r.ID, r.Kind, err)
+	}
+	return Event{ID: r.ID, Kind: r.Kind, Topic: r.Topic, Time: r.Time, Data: p}, nil
+}
+
+// TimeFormat is RFC 3339 in UTC with microseconds, the precision Postgres stores.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+type envelope struct {
+	ID       int64   `json:"id"`
+	Kind     string  `json:"kind"`
+	Topic    string  `json:"topic"`
+	Time     string  `json:"time"`
+	Data     Payload `json:"data"`
+	Snapshot bool    `json:"snapshot,omitempty"`
+}
+
+// MarshalJSON encodes the envelope clients receive as an event's data.
+func (e Event) MarshalJSON() ([]byte, error) {
+	return json.Marshal(envelope{
+		ID:       e.ID,
+		Kind:     e.Kind,
+		Topic:    e.Topic,
+		Time:     e.Time.UTC().Format(TimeFormat),
+		Data:     e.Data,
+		Snapshot: e.Snapshot,
+	})
+}

@@ -1,0 +1,225 @@
+// Package listener turns the log into an ordered stream of typed events. It holds
+// the process's one lib/pq Listener, on the doorbell channel pgsse_events.
+//
+// A ring of the doorbell, the nil notification lib/pq sends after a reconnect
+// (notifications may have been lost), and a periodic safety poll all lead to the
+// same thing: read the log after the cursor, in id order and in batches, until a
+// short batch, and hand the events on. Since the log, not the notification,
+// carries the events, nothing is lost to a missed notification, a reconnect or a
+// database restart. Rows that cannot be decoded are logged and skipped.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/rs/zerolog"
+
+	"pgsse/event"
+)
+
+// Channel is the doorbell channel the log's commit trigger notifies.
+const Channel = "pgsse_events"
+
+// Log is where events are read from.
+type Log interface {
+	// Head returns the position to start from: the newest committed id.
+	Head(ctx context.Context) (int64, error)
+	// EventsAfter returns up to limit events with ids above after, in id order.
+	EventsAfter(ctx context.Context, after int64, limit int) ([]event.Raw, error)
+}
+
+// Sink receives the events, in order.
+type Sink interface {
+	// Start is called once, with the position the first Publish continues from.
+	Start(cursor int64)
+	// Publish receives the next events; it must not block for long.
+	Publish(events []event.Event)
+}
+
+// Config tunes a Listener.
+type Config struct {
+	// URL is the database to LISTEN on.
+	URL string
+	// PollInterval is the safety poll: the log is read this often even when no
+	// doorbell rings. Zero disables it (tests do, to prove the doorbell works).
+	PollInterval time.Duration
+	// Batch is the number of events read per query.
+	Batch  int
+	Logger zerolog.Logger
+}
+
+// Listener reads the log and feeds a Sink. Create it with New and run it with Run.
+type Listener struct {
+	cfg       Config
+	log       Log
+	sink      Sink
+	connected atomic.Bool
+	cursor    atomic.Int64
+}
+
+// New returns a listener reading log into sink.
+func New(cfg Config, log Log, sink Sink) *Listener {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 1000
+	}
+	return &Listener{cfg: cfg, log: log, sink: sink}
+}
+
+// Connected reports whether the LISTEN connection is up.
+func (l *Listener) Connected() bool { return l.connected.Load() }
+
+// Cursor returns the id of the last event handed to the sink.
+func (l *Listener) Cursor() int64 { return l.cursor.Load() }
+
+// Run listens and reads until ctx ends; it returns nil then, or an error if the
+// LISTEN itself is refused.
+func (l *Listener) Run(ctx context.Context) error {
+	pql := pq.NewListener(l.cfg.URL, 100*time.Millisecond, 5*time.Second, l.onEvent)
+
+	// Drain lib/pq's Notify channel at once, whatever the reader is doing: when its
+	// 32 slots fill, lib/pq's dispatch goroutine blocks and Ping and Close hang.
+	// Rings coalesce into one pending wake-up; the log says what happened.
+	wake := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range pql.Notify { // closed by pql.Close
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = pql.Close() }) // unblocks Listen
+	defer func() {
+		stop()
+		_ = pql.Close()
+		wg.Wait()
+		l.connected.Store(false)
+	}()
+
+	if err := pql.Listen(Channel); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("listen on %s: %w", Channel, err)
+	}
+
+	cursor, err := l.head(ctx)
+	if err != nil {
+		return nil // ctx ended
+	}
+	l.cursor.Store(cursor)
+	l.sink.Start(cursor)
+	l.cfg.Logger.Info().Int64("cursor", cursor).Msg("listener started")
+
+	var poll <-chan time.Time
+	if l.cfg.PollInterval > 0 {
+		t := time.NewTicker(l.cfg.PollInterval)
+		defer t.Stop()
+		poll = t.C
+	}
+	retry := time.NewTimer(0)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := 100 * time.Millisecond
+	failing := false
+	for {
+		if err := l.catchUp(ctx, &cursor); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !failing {
+				l.cfg.Logger.Warn().Err(err).Int64("cursor", cursor).Msg("read log; retrying")
+				failing = true
+			}
+			retry.Reset(backoff)
+			backoff = min(2*backoff, 5*time.Second)
+		} else if failing {
+			l.cfg.Logger.Info().Int64("cursor", cursor).Msg("read log recovered")
+			failing, backoff = false, 100*time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-poll:
+		case <-retry.C:
+		}
+	}
+}
+
+// head reads the starting position, retrying until the database answers.
+func (l *Listener) head(ctx context.Context) (int64, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		cursor, err := l.log.Head(ctx)
+		if err == nil {
+			return cursor, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		l.cfg.Logger.Warn().Err(err).Msg("read log head; retrying")
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// catchUp reads and publishes every event after *cursor, batch by batch.
+func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
+	for {
+		raws, err := l.log.EventsAfter(ctx, *cursor, l.cfg.Batch)
+		if err != nil {
+			return err
+		}
+		events := make([]event.Event, 0, len(raws))
+		for _, r := range raws {
+			ev, err := event.Decode(r)
+			if err != nil {
+				l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
+				continue
+			}
+			events = append(events, ev)
+		}
+		if len(events) > 0 {
+			l.sink.Publish(events)
+		}
+		if len(raws) > 0 {
+			*cursor = raws[len(raws)-1].ID
+			l.cursor.Store(*cursor)
+		}
+		if len(raws) < l.cfg.Batch {
+			return nil
+		}
+	}
+}
+
+func (l *Listener) onEvent(ev pq.ListenerEventType, err error) {
+	switch ev {
+	case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+		l.connected.Store(true)
+		if ev == pq.ListenerEventReconnected {
+			l.cfg.Logger.Info().Msg("listener reconnected; re-reading the log")
+		}
+	case pq.ListenerEventDisconnected:
+		l.connected.Store(false)
+		l.cfg.Logger.Warn().Err(err).Msg("listener disconnected")
+	case pq.ListenerEventConnectionAttemptFailed:
+		l.connected.Store(false)
+		if !errors.Is(err, context.Canceled) {
+			l.cfg.Logger.Debug().Err(err).Msg("listener connection attempt failed")
+		}
+	}
+}

@@ -1,0 +1,146 @@
+-- migrate:up
+
+-- The event log. Ids are handed out at commit time under a lock, so they increase
+-- in commit order: a reader that has seen id N never later finds a committed id
+-- below N. Writers add events with pgsse.record, which stages them in
+-- pgsse.pending; a deferred constraint trigger moves them into pgsse.events when
+-- the transaction commits.
+CREATE SCHEMA IF NOT EXISTS pgsse;
+
+CREATE SEQUENCE pgsse.event_id_seq AS bigint;
+
+CREATE TABLE pgsse.events (
+    id    bigint      PRIMARY KEY,
+    kind  text        NOT NULL,
+    topic text        NOT NULL,
+    time  timestamptz NOT NULL,
+    data  jsonb       NOT NULL
+);
+
+ALTER SEQUENCE pgsse.event_id_seq OWNED BY pgsse.events.id;
+
+-- Replays read one subscriber's topics after a position.
+CREATE INDEX events_topic_id ON pgsse.events (topic, id);
+
+-- pruned_through: every event with an id at or below it may have been pruned, so
+-- a client resuming from below it has lost history and is told so.
+CREATE TABLE pgsse.horizon (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    pruned_through bigint  NOT NULL
+);
+INSERT INTO pgsse.horizon (pruned_through) VALUES (0);
+
+-- Staged events of transactions still running. Rows never outlive their
+-- transaction (flush deletes them before commit), so the table is unlogged:
+-- staging costs no WAL. flush is true on the first row of a batch only, so the
+-- deferred trigger runs once per commit, not once per row.
+CREATE UNLOGGED TABLE pgsse.pending (
+    seq   bigint      GENERATED ALWAYS AS IDENTITY,
+    kind  text        NOT NULL,
+    topic text        NOT NULL,
+    time  timestamptz NOT NULL,
+    data  jsonb       NOT NULL,
+    flush boolean     NOT NULL
+);
+
+-- record stages one event in the current transaction. time is clock_timestamp():
+-- when the change was made, not when its transaction began.
+CREATE FUNCTION pgsse.record(kind text, topic text, data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    first boolean := coalesce(current_setting('pgsse.pending', true), '') = '';
+BEGIN
+    IF first THEN
+        -- transaction-local, so it is undone by a rollback to a savepoint too
+        PERFORM set_config('pgsse.pending', 'staged', true);
+    END IF;
+    INSERT INTO pgsse.pending (kind, topic, time, data, flush)
+    VALUES (kind, topic, clock_timestamp(), data, first);
+END
+$$;
+
+-- flush runs at commit. The transaction-scoped advisory lock is held until the
+-- commit is visible, so the next transaction's ids are drawn only after this
+-- one's are committed. Postgres already serialises notifying commits the same
+-- way (the NOTIFY queue lock), so this adds no new bottleneck.
+CREATE FUNCTION pgsse.flush() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1885827955, 1);
+    PERFORM set_config('pgsse.pending', '', true);
+    WITH moved AS (
+        DELETE FROM pgsse.pending RETURNING seq, kind, topic, time, data
+    )
+    INSERT INTO pgsse.events (id, kind, topic, time, data)
+    SELECT nextval('pgsse.event_id_seq'), kind, topic, time, data
+    FROM (SELECT * FROM moved ORDER BY seq OFFSET 0) AS ordered;
+    -- A doorbell only: listeners read the log. The payload is constant, so a
+    -- commit of any size rings once.
+    PERFORM pg_notify('pgsse_events', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER flush
+AFTER INSERT ON pgsse.pending
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW WHEN (NEW.flush)
+EXECUTE FUNCTION pgsse.flush();
+
+-- publish is the one function applications call to add an event of their own,
+-- e.g. SELECT pgsse.publish('video.progress', 'videos/abc', '{"video_id":"abc","percent":40}').
+CREATE FUNCTION pgsse.publish(kind text, topic text, data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF kind IS NULL OR kind !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
+        RAISE EXCEPTION 'pgsse.publish: kind % must be dotted lowercase words, e.g. video.progress', quote_nullable(kind)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF kind ~ '^(stream|auth)\.' THEN
+        RAISE EXCEPTION 'pgsse.publish: kind % is reserved for pgsse', kind
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF topic IS NULL OR length(topic) > 256 OR topic !~ '^[A-Za-z0-9_.~:@-]+(/[A-Za-z0-9_.~:@-]+)*$' THEN
+        RAISE EXCEPTION 'pgsse.publish: topic % must be /-separated segments of [A-Za-z0-9_.~:@-], at most 256 bytes', quote_nullable(topic)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
+        RAISE EXCEPTION 'pgsse.publish: data must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pgsse.record(kind, topic, data);
+END
+$$;
+
+-- video.status: on INSERT, and on UPDATE when processing_status really changed.
+CREATE FUNCTION pgsse.video_status() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgsse.record('video.status', 'videos/' || NEW.id, jsonb_build_object(
+        'video_id', NEW.id,
+        'status', NEW.processing_status,
+        'previous_status', CASE WHEN TG_OP = 'UPDATE' THEN OLD.processing_status END));
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER pgsse_video_status_insert
+AFTER INSERT ON videos
+FOR EACH ROW EXECUTE FUNCTION pgsse.video_status();
+
+CREATE TRIGGER pgsse_video_status_update
+AFTER UPDATE OF processing_status ON videos
+FOR EACH ROW WHEN (OLD.processing_status IS DISTINCT FROM NEW.processing_status)
+EXECUTE FUNCTION pgsse.video_status();
+
+-- migrate:down
+
+DROP TRIGGER pgsse_video_status_update ON videos;
+DROP TRIGGER pgsse_video_status_insert ON videos;
+DROP FUNCTION pgsse.video_status();
+DROP FUNCTION pgsse.publish(text, text, jsonb);
+DROP TABLE pgsse.pending;
+DROP FUNCTION pgsse.flush();
+DROP FUNCTION pgsse.record(text, text, jsonb);
+DROP TABLE pgsse.horizon;
+DROP TABLE pgsse.events;

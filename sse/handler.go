@@ -1,0 +1,292 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"pgsse/event"
+)
+
+// History is the log the handler reads snapshots and missed events from. It must
+// be safe for concurrent use.
+type History interface {
+	// LogBounds returns the horizon (events at or below it may be pruned) and the
+	// newest id ever handed out.
+	LogBounds(ctx context.Context) (horizon, newest int64, err error)
+	// TopicEvents returns up to limit events in (after, through] whose topic is in
+	// topics or starts with one of prefixes, in id order.
+	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, error)
+	// VideoSnapshot returns the log position and a snapshot event, with that
+	// position as its id, for each existing video of videoIDs.
+	VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error)
+}
+
+// HandlerConfig tunes a Handler.
+type HandlerConfig struct {
+	MaxTopics    int           // topics per stream
+	Heartbeat    time.Duration // idle time before a comment frame
+	WriteTimeout time.Duration // per write; a peer slower than this is dropped
+	Retry        time.Duration // reconnection delay sent to clients, jittered per stream
+	ReplayBatch  int           // events per log read when replaying
+	MaxQueryLen  int           // bytes of query string
+	Logger       zerolog.Logger
+}
+
+// Handler serves event streams. Mount it with Register.
+type Handler struct {
+	hub     *Hub
+	history History
+	cfg     HandlerConfig
+}
+
+// NewHandler returns a handler streaming from hub, replaying from history.
+func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
+	if cfg.MaxTopics <= 0 {
+		cfg.MaxTopics = 100
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = 2 * time.Second
+	}
+	if cfg.ReplayBatch <= 0 {
+		cfg.ReplayBatch = 1000
+	}
+	if cfg.MaxQueryLen <= 0 {
+		cfg.MaxQueryLen = 8 << 10
+	}
+	return &Handler{hub: hub, history: history, cfg: cfg}
+}
+
+// Register mounts the stream endpoints on e.
+func (h *Handler) Register(e *echo.Echo) {
+	e.GET("/events", h.events)
+	e.GET("/videos/:id/events", h.videoEvents)
+}
+
+// RequestError is a request refused before streaming: it becomes a 4xx with a
+// JSON body naming the parameter at fault and how to fix it.
+type RequestError struct {
+	Status int
+	Param  string
+	Reason string
+}
+
+func (e *RequestError) Error() string { return e.Param + ": " + e.Reason }
+
+func badRequest(param, format string, args ...any) *RequestError {
+	return &RequestError{Status: http.StatusBadRequest, Param: param, Reason: fmt.Sprintf(format, args...)}
+}
+
+// HTTPErrorHandler renders every error Echo sees as the contract's JSON body.
+func HTTPErrorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	body := map[string]string{}
+	status := http.StatusInternalServerError
+	var re *RequestError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &re):
+		status = re.Status
+		body["error"], body["param"] = re.Reason, re.Param
+	case errors.As(err, &he):
+		status = he.Code
+		body["error"] = fmt.Sprint(he.Message)
+	default:
+		body["error"] = http.StatusText(status) // never the internal error text
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}
+
+// request is a validated stream request.
+type request struct {
+	topics []Topic
+	resume bool  // a Last-Event-ID was given
+	lastID int64 // valid when resume
+}
+
+func (h *Handler) events(c echo.Context) error {
+	q, err := h.parseQuery(c, "topic", "last_event_id")
+	if err != nil {
+		return err
+	}
+	if len(q["topic"]) == 0 {
+		return badRequest("topic", "no topic: add one or more topic parameters, e.g. ?topic=videos/abc123")
+	}
+	req, err := h.parseRequest(c, q, q["topic"])
+	if err != nil {
+		return err
+	}
+	return h.stream(c, req)
+}
+
+func (h *Handler) videoEvents(c echo.Context) error {
+	q, err := h.parseQuery(c, "last_event_id")
+	if err != nil {
+		return err
+	}
+	id := c.Param("id")
+	if t, err := ParseTopic("videos/" + id); err != nil || t.Wildcard() {
+		return badRequest("id", "video id %q is not valid: use letters, digits and _.~:@-", truncate(id))
+	}
+	req, err := h.parseRequest(c, q, []string{"videos/" + id})
+	if err != nil {
+		return err
+	}
+	return h.stream(c, req)
+}
+
+// parseQuery parses the query string strictly: a malformed one or an unknown
+// parameter is refused rather than ignored, so typos surface at once.
+func (h *Handler) parseQuery(c echo.Context, allowed ...string) (url.Values, error) {
+	raw := c.Request().URL.RawQuery
+	if len(raw) > h.cfg.MaxQueryLen {
+		return nil, &RequestError{Status: http.StatusRequestURITooLong, Param: "query",
+			Reason: fmt.Sprintf("query string is %d bytes, more than %d: subscribe to fewer topics", len(raw), h.cfg.MaxQueryLen)}
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, badRequest("query", "malformed query string: %v", err)
+	}
+	for name := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || name == a
+		}
+		if !known {
+			return nil, badRequest(truncate(name), "unknown parameter %q: allowed are %v", truncate(name), allowed)
+		}
+	}
+	return q, nil
+}
+
+func (h *Handler) parseRequest(c echo.Context, q url.Values, topics []string) (request, error) {
+	var req request
+	if len(topics) > h.cfg.MaxTopics {
+		return req, badRequest("topic", "%d topics, more than the %d allowed: split them over several streams", len(topics), h.cfg.MaxTopics)
+	}
+	seen := make(map[string]bool, len(topics))
+	for _, s := range topics {
+		t, err := ParseTopic(s)
+		if err != nil {
+			return req, badRequest("topic", "topic %q: %v", truncate(s), err)
+		}
+		if !seen[s] {
+			seen[s] = true
+			req.topics = append(req.topics, t)
+		}
+	}
+
+	// The header wins: EventSource reconnects to the same URL, so a query
+	// parameter holds the first position and the header the latest.
+	param, value := "Last-Event-ID", c.Request().Header.Get("Last-Event-ID")
+	if value == "" {
+		param = "last_event_id"
+		switch v := q["last_event_id"]; {
+		case len(v) > 1:
+			return req, badRequest(param, "last_event_id given %d times: give it once", len(v))
+		case len(v) == 1:
+			value = v[0]
+			if value == "" {
+				return req, badRequest(param, "last_event_id is empty: give the id of the last event received, or leave it out")
+			}
+		}
+	}
+	if value != "" {
+		id, ok := parseEventID(value)
+		if !ok {
+			return req, badRequest(param, "%s %q is not an event id: it must be a non-negative integer below 2^63", param, truncate(value))
+		}
+		req.resume, req.lastID = true, id
+	}
+	return req, nil
+}
+
+// parseEventID accepts only plain decimal digits.
+func parseEventID(s string) (int64, bool) {
+	if len(s) == 0 || len(s) > 19 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if n > (1<<63-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// truncate keeps echoed client input short in error bodies.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func (h *Handler) stream(c echo.Context, req request) error {
+	w := c.Response()
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+
+	topics := make([]string, len(req.topics))
+	for i, t := range req.topics {
+		topics[i] = t.String()
+	}
+	log := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.RealIP()).Logger()
+	start := time.Now()
+	ev := log.Info()
+	if req.resume {
+		ev = ev.Int64("last_event_id", req.lastID)
+	}
+	ev.Msg("stream started")
+
+	st := &stream{
+		h:         h,
+		ctx:       c.Request().Context(),
+		w:         w,
+		rc:        http.NewResponseController(w),
+		req:       req,
+		log:       log,
+		heartbeat: time.NewTimer(h.cfg.Heartbeat),
+	}
+	defer st.heartbeat.Stop()
+	reason := st.run()
+	// Clear the deadline: the connection may serve other requests after this one.
+	_ = st.rc.SetWriteDeadline(time.Time{})
+	log.Info().Dur("duration_ms", time.Since(start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")
+	return nil
+}
+
+// jitter returns d scaled by a random factor in [0.5, 1.5), so that clients
+// dropped together do not come back together.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d)
+}

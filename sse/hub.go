@@ -1,0 +1,332 @@
+// Package sse streams events to clients as Server-Sent Events: the fan-out hub,
+// the wire encoding and the Echo handler.
+//
+// The hub is fed events in id order by one publisher (the listener). Each event
+// is encoded once; the same bytes go to every subscriber of its topic through
+// that subscriber's bounded queue. A subscriber whose queue is full is ended, not
+// waited for: its client resumes from its Last-Event-ID and loses nothing, since
+// the handler replays what it missed from the hub's recent history or the log.
+package sse
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"pgsse/event"
+)
+
+// ErrHubClosed is returned by Subscribe once the hub is draining or closed.
+var ErrHubClosed = errors.New("sse: hub closed")
+
+// HubConfig tunes a Hub.
+type HubConfig struct {
+	// QueueLen is each subscriber's queue length, in events.
+	QueueLen int
+	// HistoryLen and HistoryBytes bound the recent events kept in memory for
+	// resuming clients; older resumes read the log.
+	HistoryLen   int
+	HistoryBytes int
+	Logger       zerolog.Logger
+}
+
+// Hub fans events out to subscribers by topic. It is safe for concurrent use.
+type Hub struct {
+	cfg      HubConfig
+	started  chan struct{} // closed by Start
+	stopping chan struct{} // closed by Drain and Close
+	stopOnce sync.Once
+
+	mu       sync.Mutex
+	cursor   int64
+	closed   bool
+	all      map[*Subscriber]struct{}
+	exact    map[string]map[*Subscriber]struct{} // by topic
+	prefixed map[string]map[*Subscriber]struct{} // by pattern prefix, "videos/"
+	history  history
+}
+
+// NewHub returns a hub that accepts subscribers once Start gives it a position.
+func NewHub(cfg HubConfig) *Hub {
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 1024
+	}
+	if cfg.HistoryLen <= 0 {
+		cfg.HistoryLen = 4096
+	}
+	if cfg.HistoryBytes <= 0 {
+		cfg.HistoryBytes = 16 << 20
+	}
+	return &Hub{
+		cfg:      cfg,
+		started:  make(chan struct{}),
+		stopping: make(chan struct{}),
+		all:      make(map[*Subscriber]struct{}),
+		exact:    make(map[string]map[*Subscriber]struct{}),
+		prefixed: make(map[string]map[*Subscriber]struct{}),
+		history:  history{maxLen: cfg.HistoryLen, maxBytes: cfg.HistoryBytes},
+	}
+}
+
+// Start sets the log position the publisher continues from and opens the hub to
+// subscribers. Later calls are ignored.
+func (h *Hub) Start(cursor int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.started:
+		return
+	default:
+	}
+	h.cursor = cursor
+	h.history.from = cursor
+	close(h.started)
+}
+
+// Started is closed once the hub accepts subscribers.
+func (h *Hub) Started() <-chan struct{} { return h.started }
+
+// Stopping is closed once the hub is draining or closed.
+func (h *Hub) Stopping() <-chan struct{} { return h.stopping }
+
+// stop marks the hub closed; h.mu is held.
+func (h *Hub) stop() {
+	h.closed = true
+	h.stopOnce.Do(func() { close(h.stopping) })
+}
+
+// Publish hands the hub events in id order, each with an id above the last.
+// It never blocks on a subscriber.
+func (h *Hub) Publish(events []event.Event) {
+	frames := make([]*frame, 0, len(events))
+	for i := range events {
+		f, err := encodeEvent(&events[i])
+		if err != nil {
+			h.cfg.Logger.Error().Err(err).Int64("event_id", events[i].ID).Msg("encode event; skipped")
+			continue
+		}
+		frames = append(frames, f)
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range frames {
+		if f.id <= h.cursor {
+			continue // already delivered; publishers restart from an older cursor after errors
+		}
+		h.cursor = f.id
+		h.history.push(f)
+		h.deliver(h.exact[f.topic], f)
+		for i := strings.IndexByte(f.topic, '/'); i >= 0; i = nextSlash(f.topic, i) {
+			h.deliver(h.prefixed[f.topic[:i+1]], f)
+		}
+	}
+}
+
+func nextSlash(s string, i int) int {
+	j := strings.IndexByte(s[i+1:], '/')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
+
+// deliver queues f for each of subs; h.mu is held.
+func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
+	for s := range subs {
+		if f.id <= s.queued {
+			continue // matched by another of its topics already
+		}
+		select {
+		case s.queue <- f:
+			s.queued = f.id
+		default:
+			h.end(s, EndOverflow)
+		}
+	}
+}
+
+// Subscribe registers a subscriber for topics. Every event published after it
+// returns reaches the subscriber's queue; those at or below its Cursor are the
+// caller's to replay (see Backlog). Callers must Unsubscribe.
+func (h *Hub) Subscribe(topics []Topic) (*Subscriber, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHubClosed
+	}
+	select {
+	case <-h.started:
+	default:
+		return nil, errors.New("sse: hub not started")
+	}
+	s := &Subscriber{
+		topics: topics,
+		queue:  make(chan *frame, h.cfg.QueueLen),
+		done:   make(chan struct{}),
+		Cursor: h.cursor,
+		queued: h.cursor,
+	}
+	h.all[s] = struct{}{}
+	for _, t := range topics {
+		index, key := h.exact, t.String()
+		if t.Wildcard() {
+			index, key = h.prefixed, t.prefix()
+		}
+		if index[key] == nil {
+			index[key] = make(map[*Subscriber]struct{})
+		}
+		index[key][s] = struct{}{}
+	}
+	return s, nil
+}
+
+// Unsubscribe removes s from the hub. It is idempotent.
+func (h *Hub) Unsubscribe(s *Subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.remove(s)
+}
+
+// end removes s and tells its stream why; h.mu is held.
+func (h *Hub) end(s *Subscriber, reason EndReason) {
+	if _, ok := h.all[s]; !ok {
+		return
+	}
+	h.remove(s)
+	s.reason = reason
+	close(s.done)
+}
+
+// remove unindexes s; h.mu is held.
+func (h *Hub) remove(s *Subscriber) {
+	if _, ok := h.all[s]; !ok {
+		return
+	}
+	delete(h.all, s)
+	for _, t := range s.topics {
+		index, key := h.exact, t.String()
+		if t.Wildcard() {
+			index, key = h.prefixed, t.prefix()
+		}
+		delete(index[key], s)
+		if len(index[key]) == 0 {
+			delete(index, key)
+		}
+	}
+}
+
+// Backlog returns the frames of s's topics with ids in (after, s.Cursor] from
+// the hub's recent history, in order; ok is false when that history no longer
+// reaches back to after and the caller must read the log instead.
+func (h *Hub) Backlog(s *Subscriber, after int64) (frames []*frame, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if after < h.history.from {
+		return nil, false
+	}
+	h.history.each(func(f *frame) {
+		if f.id > after && f.id <= s.Cursor && s.matches(f.topic) {
+			frames = append(frames, f)
+		}
+	})
+	return frames, true
+}
+
+// Len returns the number of subscribers.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.all)
+}
+
+// Drain ends every subscriber, spread evenly over window so that their clients
+// do not reconnect all at once, and refuses new ones. It returns when all are
+// ended or done is closed, whereupon the rest are ended at once.
+func (h *Hub) Drain(done <-chan struct{}, window time.Duration) {
+	h.mu.Lock()
+	h.stop()
+	subs := make([]*Subscriber, 0, len(h.all))
+	for s := range h.all {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+
+	rand.Shuffle(len(subs), func(i, j int) { subs[i], subs[j] = subs[j], subs[i] })
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i, s := range subs {
+		at := start.Add(window * time.Duration(i+1) / time.Duration(len(subs)+1))
+		timer.Reset(time.Until(at))
+		select {
+		case <-timer.C:
+		case <-done:
+			h.Close()
+			return
+		}
+		h.mu.Lock()
+		h.end(s, EndDraining)
+		h.mu.Unlock()
+	}
+}
+
+// Close ends every subscriber at once and refuses new ones. It is idempotent.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stop()
+	for s := range h.all {
+		h.end(s, EndShutdown)
+	}
+}
+
+// history is a bounded ring of the most recent frames. Every event with an id
+// above from is in it.
+type history struct {
+	maxLen, maxBytes int
+	frames           []*frame // ring storage, grows up to maxLen
+	head, n, bytes   int
+	from             int64
+}
+
+func (r *history) push(f *frame) {
+	for r.n > 0 && (r.n == r.maxLen || r.bytes+len(f.wire) > r.maxBytes) {
+		old := r.frames[r.head]
+		r.frames[r.head] = nil
+		r.head = (r.head + 1) % len(r.frames)
+		r.n--
+		r.bytes -= len(old.wire)
+		r.from = old.id
+	}
+	if len(f.wire) > r.maxBytes {
+		r.from = f.id // too big to keep; resumes before it read the log
+		return
+	}
+	if r.n == len(r.frames) {
+		r.grow()
+	}
+	r.frames[(r.head+r.n)%len(r.frames)] = f
+	r.n++
+	r.bytes += len(f.wire)
+}
+
+func (r *history) grow() {
+	size := max(16, 2*len(r.frames))
+	size = min(size, r.maxLen)
+	frames := make([]*frame, size)
+	for i := 0; i < r.n; i++ {
+		frames[i] = r.frames[(r.head+i)%len(r.frames)]
+	}
+	r.frames, r.head = frames, 0
+}
+
+func (r *history) each(fn func(*frame)) {
+	for i := 0; i < r.n; i++ {
+		fn(r.frames[(r.head+i)%len(r.frames)])
+	}
+}

@@ -1,0 +1,373 @@
+package sse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"pgsse/event"
+)
+
+// maxBatchBytes bounds how much of a subscriber's queue is coalesced into one
+// write and one flush.
+const maxBatchBytes = 64 << 10
+
+var (
+	kindReset = MustEventType("stream.reset")
+	errEnded  = errors.New("stream ended")
+)
+
+// stream is one client's stream, from the first write to the last. One goroutine,
+// the request's, runs it.
+type stream struct {
+	h         *Handler
+	ctx       context.Context
+	w         *echo.Response
+	rc        *http.ResponseController
+	req       request
+	log       zerolog.Logger
+	heartbeat *time.Timer
+
+	sub    *Subscriber
+	last   int64     // highest id written or skipped past; later frames at or below it are dropped
+	sent   int       // events written
+	reason EndReason // why the stream is ending, once a step returns errEnded
+	buf    []byte
+}
+
+func (st *stream) run() EndReason {
+	if err := st.steps(); err != nil && st.reason == "" {
+		st.reason = EndWriteFailed
+	}
+	return st.reason
+}
+
+func (st *stream) steps() error {
+	if err := st.send((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil)); err != nil {
+		return err
+	}
+	if err := st.waitStarted(); err != nil {
+		return err
+	}
+	sub, err := st.h.hub.Subscribe(st.req.topics)
+	if err != nil {
+		return st.end(EndDraining)
+	}
+	defer st.h.hub.Unsubscribe(sub)
+	st.sub = sub
+
+	if err := st.begin(); err != nil {
+		return err
+	}
+	return st.live()
+}
+
+// waitStarted holds the stream open, with heartbeats, until the hub has a log
+// position: right after start the listener may still be waiting for Postgres.
+func (st *stream) waitStarted() error {
+	for {
+		select {
+		case <-st.h.hub.Started():
+			return nil
+		case <-st.h.hub.Stopping():
+			return st.end(EndDraining)
+		case <-st.ctx.Done():
+			return st.end(EndClientGone)
+		case <-st.heartbeat.C:
+			if err := st.send(heartbeat); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// begin sends what comes before live events: missed events for a resume, or
+// snapshots for a fresh subscription or a position the log no longer has.
+func (st *stream) begin() error {
+	if !st.req.resume {
+		return st.snapshot()
+	}
+	after := st.req.lastID
+	if after <= st.sub.Cursor {
+		if frames, ok := st.h.hub.Backlog(st.sub, after); ok {
+			st.last = after
+			return st.sendFrames(frames, st.sub.Cursor)
+		}
+	}
+	var horizon, newest int64
+	err := st.retryDB("read log bounds", func(ctx context.Context) (err error) {
+		horizon, newest, err = st.h.history.LogBounds(ctx)
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case after < horizon:
+		return st.reset("history_pruned")
+	case after > newest:
+		return st.reset("log_reset")
+	case after < st.sub.Cursor:
+		st.last = after
+		return st.replayLog()
+	default:
+		// Ahead of this replica (another one served it a moment ago): live events
+		// up to the position are dropped until this replica catches up.
+		st.last = after
+		return nil
+	}
+}
+
+// reset tells the client its position is gone, then sends fresh snapshots.
+func (st *stream) reset(why string) error {
+	data, _ := json.Marshal(map[string]any{
+		"kind": kindReset.s,
+		"data": map[string]any{"reason": why, "last_event_id": st.req.lastID},
+	})
+	st.log.Info().Str("why", why).Int64("last_event_id", st.req.lastID).Msg("stream reset")
+	if err := st.send((&Message{Type: kindReset, Data: data}).AppendTo(nil)); err != nil {
+		return err
+	}
+	return st.snapshot()
+}
+
+// snapshot sends the current state of each video topic, read together with the
+// log position it reflects; the stream continues from that position.
+func (st *stream) snapshot() error {
+	var ids []string
+	for _, t := range st.req.topics {
+		if id, ok := t.VideoID(); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		st.last = st.sub.Cursor // patterns get no snapshot: live from here
+		return nil
+	}
+	var position int64
+	var snaps []event.Event
+	err := st.retryDB("read snapshot", func(ctx context.Context) (err error) {
+		position, snaps, err = st.h.history.VideoSnapshot(ctx, ids)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	st.buf = st.buf[:0]
+	for i := range snaps {
+		f, err := encodeEvent(&snaps[i])
+		if err != nil {
+			st.log.Error().Err(err).Msg("encode snapshot; skipped")
+			continue
+		}
+		st.buf = append(st.buf, f.wire...)
+		st.sent++
+	}
+	if len(st.buf) > 0 {
+		if err := st.send(st.buf); err != nil {
+			return err
+		}
+	}
+	st.last = position
+	if position < st.sub.Cursor {
+		// The log read is behind the hub (a replica of an older snapshot): fill
+		// the gap so no event between the two is lost.
+		if frames, ok := st.h.hub.Backlog(st.sub, position); ok {
+			return st.sendFrames(frames, st.sub.Cursor)
+		}
+		return st.replayLog()
+	}
+	return nil
+}
+
+// replayLog sends the subscriber's events in (st.last, Cursor] from the log.
+func (st *stream) replayLog() error {
+	var topics, prefixes []string
+	for _, t := range st.req.topics {
+		if t.Wildcard() {
+			prefixes = append(prefixes, t.prefix())
+		} else {
+			topics = append(topics, t.String())
+		}
+	}
+	through := st.sub.Cursor
+	for st.last < through {
+		var raws []event.Raw
+		err := st.retryDB("replay events", func(ctx context.Context) (err error) {
+			raws, err = st.h.history.TopicEvents(ctx, st.last, through, topics, prefixes, st.h.cfg.ReplayBatch)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		st.buf = st.buf[:0]
+		for _, r := range raws {
+			ev, err := event.Decode(r)
+			if err != nil {
+				st.log.Warn().Err(err).Msg("undecodable event in log; skipped")
+				continue
+			}
+			f, err := encodeEvent(&ev)
+			if err != nil {
+				st.log.Error().Err(err).Msg("encode event; skipped")
+				continue
+			}
+			st.buf = append(st.buf, f.wire...)
+			st.sent++
+		}
+		if len(st.buf) > 0 {
+			if err := st.send(st.buf); err != nil {
+				return err
+			}
+		}
+		if len(raws) < st.h.cfg.ReplayBatch {
+			break
+		}
+		st.last = raws[len(raws)-1].ID
+	}
+	st.last = through
+	return nil
+}
+
+// sendFrames writes frames, then moves the stream's position to through.
+func (st *stream) sendFrames(frames []*frame, through int64) error {
+	for len(frames) > 0 {
+		st.buf = st.buf[:0]
+		for len(frames) > 0 && len(st.buf) < maxBatchBytes {
+			st.buf = append(st.buf, frames[0].wire...)
+			st.sent++
+			frames = frames[1:]
+		}
+		if err := st.send(st.buf); err != nil {
+			return err
+		}
+	}
+	st.last = max(st.last, through)
+	return nil
+}
+
+// live streams queued frames until the client leaves or the hub ends the
+// subscriber. Whatever is queued is coalesced into one write and one flush.
+func (st *stream) live() error {
+	for {
+		select {
+		case <-st.ctx.Done():
+			return st.end(EndClientGone)
+		case <-st.sub.Done():
+			if st.sub.Reason() == EndDraining {
+				// A fresh, jittered delay: the drained clients come back spread
+				// out, to the replicas that are still ready.
+				_ = st.send((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil))
+			}
+			return st.end(st.sub.Reason())
+		case <-st.heartbeat.C:
+			if err := st.send(heartbeat); err != nil {
+				return err
+			}
+		case f := <-st.sub.queue:
+			st.buf = st.buf[:0]
+			st.appendLive(f)
+		more:
+			for len(st.buf) < maxBatchBytes {
+				select {
+				case f := <-st.sub.queue:
+					st.appendLive(f)
+				default:
+					break more
+				}
+			}
+			if len(st.buf) > 0 {
+				if err := st.send(st.buf); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (st *stream) appendLive(f *frame) {
+	if f.id <= st.last {
+		return // covered by the snapshot or replay already sent
+	}
+	st.buf = append(st.buf, f.wire...)
+	st.last = f.id
+	st.sent++
+}
+
+// send writes b and flushes it within the write timeout.
+func (st *stream) send(b []byte) error {
+	// An error here means the writer cannot take deadlines (not a net.Conn);
+	// the write then goes ahead without one.
+	_ = st.rc.SetWriteDeadline(time.Now().Add(st.h.cfg.WriteTimeout))
+	if _, err := st.w.Write(b); err != nil {
+		return st.writeFailed(err)
+	}
+	if err := st.rc.Flush(); err != nil {
+		return st.writeFailed(err)
+	}
+	st.heartbeat.Reset(st.h.cfg.Heartbeat)
+	return nil
+}
+
+func (st *stream) writeFailed(err error) error {
+	if st.ctx.Err() != nil {
+		return st.end(EndClientGone)
+	}
+	st.log.Debug().Err(err).Msg("stream write failed")
+	return st.end(EndWriteFailed)
+}
+
+func (st *stream) end(reason EndReason) error {
+	st.reason = reason
+	return errEnded
+}
+
+// retryDB runs fn until it succeeds, backing off and keeping the stream alive
+// with heartbeats meanwhile: during a database outage a stream waits rather than
+// failing, and is served once the database is back.
+func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn(st.ctx)
+		if err == nil {
+			return nil
+		}
+		if st.ctx.Err() != nil {
+			return st.end(EndClientGone)
+		}
+		if attempt == 0 {
+			st.log.Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
+		}
+		wait := time.NewTimer(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+		if err := st.waitRetry(wait); err != nil {
+			return err
+		}
+	}
+}
+
+func (st *stream) waitRetry(wait *time.Timer) error {
+	defer wait.Stop()
+	var done <-chan struct{}
+	if st.sub != nil {
+		done = st.sub.Done()
+	}
+	for {
+		select {
+		case <-wait.C:
+			return nil
+		case <-st.ctx.Done():
+			return st.end(EndClientGone)
+		case <-done:
+			return st.end(st.sub.Reason())
+		case <-st.heartbeat.C:
+			if err := st.send(heartbeat); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package sse
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"pgsse/event"
+)
+
+// EndReason says why a stream ended; it is logged with the stream's last line.
+type EndReason string
+
+// End reasons.
+const (
+	EndClientGone    EndReason = "client_gone"
+	EndOverflow      EndReason = "queue_overflow" // too slow: the client resumes from its last id
+	EndWriteFailed   EndReason = "write_failed"   // write error or write deadline passed
+	EndDraining      EndReason = "draining"       // the process is shutting down; reconnect elsewhere
+	EndShutdown      EndReason = "shutdown"
+	EndDBUnavailable EndReason = "db_unavailable"
+)
+
+// frame is one event encoded once, shared by every subscriber that receives it.
+type frame struct {
+	id    int64
+	topic string
+	wire  []byte
+}
+
+// Subscriber is one stream's registration in the hub: its topics and its bounded
+// queue of live frames. The hub fills the queue and never waits on it; when it is
+// full the hub ends the subscriber instead.
+type Subscriber struct {
+	topics []Topic
+	queue  chan *frame
+	done   chan struct{} // closed by the hub when it ends this subscriber
+	reason EndReason     // set before done is closed
+
+	// Cursor is the hub's position when the subscriber registered: every event
+	// above it reaches the queue; events at or below it are the caller's to replay.
+	Cursor int64
+
+	queued int64 // id of the last frame queued; guarded by the hub's mutex
+}
+
+// Done is closed when the hub ends the subscriber; Reason then says why.
+func (s *Subscriber) Done() <-chan struct{} { return s.done }
+
+// Reason says why the hub ended the subscriber. Valid once Done is closed.
+func (s *Subscriber) Reason() EndReason { return s.reason }
+
+func (s *Subscriber) matches(topic string) bool {
+	for _, t := range s.topics {
+		if t.Matches(topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeEvent encodes ev as the frame every subscriber receives.
+func encodeEvent(ev *event.Event) (*frame, error) {
+	typ, err := NewEventType(ev.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %d: kind %q: %w", ev.ID, ev.Kind, err)
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %d: %w", ev.ID, err)
+	}
+	m := Message{ID: IntID(ev.ID), Type: typ, Data: data}
+	return &frame{id: ev.ID, topic: ev.Topic, wire: m.AppendTo(make([]byte, 0, len(data)+64))}, nil
+}
