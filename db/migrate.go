@@ -19,9 +19,12 @@ const migrationLock = "SELECT pg_advisory_lock(1885827955, 2)"
 
 // Migrate applies pending migrations. Many replicas may call it at once: an
 // advisory lock, held on its own connection for the whole run, lets one apply
-// them while the others wait and then find nothing to do. Each applied file is
-// reported to applied.
-func (s *Store) Migrate(ctx context.Context, applied io.Writer) error {
+// them while the others wait and then find nothing to do. dbmate's progress lines
+// go to progress, which may be nil.
+func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
+	if progress == nil {
+		progress = io.Discard
+	}
 	u, err := url.Parse(s.url)
 	if err != nil {
 		return fmt.Errorf("migrate: parse database url: %w", err)
@@ -44,7 +47,7 @@ func (s *Store) Migrate(ctx context.Context, applied io.Writer) error {
 	// the application has in public.
 	m.MigrationsTableName = "pgsse.schema_migrations"
 	m.AutoDumpSchema = false
-	m.Log = applied
+	m.Log = progress
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

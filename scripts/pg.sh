@@ -3,6 +3,7 @@
 #
 #   scripts/pg.sh start DIR PORT   initdb DIR if needed, start it on 127.0.0.1:PORT,
 #                                  create database pgsse, print its DATABASE_URL
+#   scripts/pg.sh restart DIR      pg_ctl restart -m fast (tests of database restarts)
 #   scripts/pg.sh stop DIR         stop it (the data stays in DIR)
 #
 # The server binaries refuse to run as root, so as root they run as `postgres`.
@@ -38,9 +39,12 @@ start)
     psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE pgsse" >/dev/null
   echo "postgres://postgres@127.0.0.1:$port/pgsse?sslmode=disable"
   ;;
+restart)
+  as_owner pg_ctl -D "$dir" -m fast -w -t 60 restart >/dev/null
+  ;;
 stop)
   [ -f "$dir/PG_VERSION" ] && as_owner pg_ctl -D "$dir" -m fast -w stop >/dev/null || true
   ;;
 *)
-  echo "usage: pg.sh start DIR PORT | stop DIR" >&2; exit 2 ;;
+  echo "usage: pg.sh start DIR PORT | restart DIR | stop DIR" >&2; exit 2 ;;
 esac

@@ -1,0 +1,393 @@
+package db_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"go.uber.org/goleak"
+
+	"pgsse/db"
+	"pgsse/event"
+	"pgsse/internal/dbtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func mustOpen(t *testing.T, url string) *db.Store {
+	t.Helper()
+	s, err := db.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func insertVideo(t *testing.T, sqlDB *sql.DB, id string) {
+	t.Helper()
+	// The legacy API's statement, unchanged.
+	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, "/raw/"+id)
+}
+
+func setStatus(t *testing.T, sqlDB *sql.DB, id, status string) {
+	t.Helper()
+	// The legacy worker's statement, unchanged.
+	dbtest.Exec(t, sqlDB, `UPDATE videos SET processing_status = $2 WHERE id = $1`, id, status)
+}
+
+func eventsAfter(t *testing.T, s *db.Store, after int64) []event.Raw {
+	t.Helper()
+	raws, err := s.EventsAfter(context.Background(), after, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raws
+}
+
+func statusOf(t *testing.T, r event.Raw) *event.VideoStatus {
+	t.Helper()
+	ev, err := event.Decode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev.Data.(*event.VideoStatus)
+}
+
+func TestMigrate(t *testing.T) {
+	t.Run("ExistingVideosWithLegacyTrigger", func(t *testing.T) {
+		url := dbtest.NewEmpty(t)
+		sqlDB := dbtest.Open(t, url)
+		dbtest.Exec(t, sqlDB, `
+			CREATE TABLE videos (
+				id TEXT PRIMARY KEY,
+				created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+				updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+				raw_file_path TEXT NOT NULL,
+				processed_file_path TEXT,
+				processing_status TEXT NOT NULL DEFAULT 'pending');
+			CREATE FUNCTION notify_upload_status() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				PERFORM pg_notify('upload_status', NEW.id || ',' || NEW.processing_status);
+				RETURN NEW;
+			END $$;
+			CREATE TRIGGER upload_status AFTER UPDATE OF processing_status ON videos
+				FOR EACH ROW EXECUTE FUNCTION notify_upload_status();`)
+		insertVideo(t, sqlDB, "old1")
+
+		if err := mustOpen(t, url).Migrate(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+
+		l := pq.NewListener(url, time.Millisecond, time.Second, nil)
+		defer l.Close()
+		if err := l.Listen("upload_status"); err != nil {
+			t.Fatal(err)
+		}
+		setStatus(t, sqlDB, "old1", "processed")
+		select {
+		case n := <-l.Notify:
+			if got, want := n.Extra, "old1,processed"; got != want {
+				t.Errorf("legacy notification = %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("legacy trigger did not fire after migrating")
+		}
+		raws := eventsAfter(t, mustOpen(t, url), 0)
+		if len(raws) != 1 || statusOf(t, raws[0]).Status != "processed" {
+			t.Fatalf("events = %+v, want one video.status processed", raws)
+		}
+	})
+
+	t.Run("ConcurrentAppliesOnce", func(t *testing.T) {
+		url := dbtest.NewEmpty(t)
+		var logs [4]bytes.Buffer
+		var wg sync.WaitGroup
+		errs := make([]error, len(logs))
+		for i := range logs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := db.Open(url)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				defer s.Close()
+				errs[i] = s.Migrate(context.Background(), &logs[i])
+			}()
+		}
+		wg.Wait()
+		applied := 0
+		for i := range logs {
+			if errs[i] != nil {
+				t.Errorf("migrate %d: %v", i, errs[i])
+			}
+			applied += strings.Count(logs[i].String(), "Applying:")
+		}
+		if got, want := applied, 2; got != want {
+			t.Errorf("migration files applied = %d, want %d (each once)", got, want)
+		}
+	})
+
+	t.Run("Idempotent", func(t *testing.T) {
+		url := dbtest.New(t)
+		var log bytes.Buffer
+		if err := mustOpen(t, url).Migrate(context.Background(), &log); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(log.String(), "Applying:") {
+			t.Errorf("second migrate applied again:\n%s", log.String())
+		}
+	})
+}
+
+func TestEvents_LegacyStatements(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	insertVideo(t, sqlDB, "abc123")
+	setStatus(t, sqlDB, "abc123", "processing")
+	setStatus(t, sqlDB, "abc123", "processing") // no change: no event
+	dbtest.Exec(t, sqlDB, `UPDATE videos SET processed_file_path = '/hls/abc123' WHERE id = 'abc123'`)
+	setStatus(t, sqlDB, "abc123", "processed")
+
+	raws := eventsAfter(t, s, 0)
+	type want struct{ status, previous string }
+	wants := []want{{"pending", ""}, {"processing", "pending"}, {"processed", "processing"}}
+	if len(raws) != len(wants) {
+		t.Fatalf("got %d events, want %d: %+v", len(raws), len(wants), raws)
+	}
+	for i, w := range wants {
+		r := raws[i]
+		p := statusOf(t, r)
+		prev := ""
+		if p.PreviousStatus != nil {
+			prev = *p.PreviousStatus
+		}
+		if r.Kind != event.KindVideoStatus || r.Topic != "videos/abc123" || p.VideoID != "abc123" || p.Status != w.status || prev != w.previous {
+			t.Errorf("event %d = %s %s %+v prev=%q, want status %q previous %q", i, r.Kind, r.Topic, p, prev, w.status, w.previous)
+		}
+		if i == 0 && p.PreviousStatus != nil {
+			t.Errorf("INSERT event has previous_status %q, want null", *p.PreviousStatus)
+		}
+		if i > 0 && r.ID <= raws[i-1].ID {
+			t.Errorf("ids not increasing: %d after %d", r.ID, raws[i-1].ID)
+		}
+	}
+}
+
+// TestEvents_CommitOrder is the case a plain bigserial gets wrong: T1 draws its
+// id first but commits last. A reader that saw T2's event must still find T1's
+// after it.
+func TestEvents_CommitOrder(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	insertVideo(t, sqlDB, "a")
+	insertVideo(t, sqlDB, "b")
+	cursor := eventsAfter(t, s, 0)[1].ID
+
+	t1, err := sqlDB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer t1.Rollback()
+	if _, err := t1.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	setStatus(t, sqlDB, "b", "processed") // T2, committed while T1 is open
+
+	seen := eventsAfter(t, s, cursor)
+	if len(seen) != 1 || statusOf(t, seen[0]).VideoID != "b" {
+		t.Fatalf("after T2: events %+v, want only b's", seen)
+	}
+	if err := t1.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	later := eventsAfter(t, s, seen[0].ID)
+	if len(later) != 1 || statusOf(t, later[0]).VideoID != "a" {
+		t.Fatalf("after T1: events after %d = %+v, want a's", seen[0].ID, later)
+	}
+}
+
+func TestEvents_LargeTransaction(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path)
+		SELECT 'v' || i, now(), now(), '/raw' FROM generate_series(1, 10000) i`)
+	head, err := s.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	l := pq.NewListener(url, time.Millisecond, time.Second, nil)
+	defer l.Close()
+	if err := l.Listen("pgsse_events"); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `UPDATE videos SET processing_status = 'processed'`)
+
+	raws := eventsAfter(t, s, head)
+	if got, want := len(raws), 10000; got != want {
+		t.Fatalf("events = %d, want %d", got, want)
+	}
+	seen := map[string]bool{}
+	for i, r := range raws {
+		if r.ID != head+int64(i)+1 {
+			t.Fatalf("event %d has id %d, want %d: one commit takes consecutive ids", i, r.ID, head+int64(i)+1)
+		}
+		if i > 0 && r.Time.Before(raws[i-1].Time) {
+			t.Fatalf("event %d is older than event %d: ids must follow the order the rows changed", r.ID, raws[i-1].ID)
+		}
+		seen[statusOf(t, r).VideoID] = true
+	}
+	if len(seen) != 10000 {
+		t.Errorf("distinct videos = %d, want 10000", len(seen))
+	}
+	// One doorbell for the whole transaction.
+	<-l.Notify
+	select {
+	case n := <-l.Notify:
+		t.Errorf("second notification %+v for one commit", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestEvents_Savepoint: the first staged event of a transaction arms the commit
+// trigger; rolling it back to a savepoint must not leave later events unflushed.
+func TestEvents_Savepoint(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	insertVideo(t, sqlDB, "a")
+	head := eventsAfter(t, s, 0)[0].ID
+
+	tx, err := sqlDB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`SAVEPOINT s`,
+		`UPDATE videos SET processing_status = 'x' WHERE id = 'a'`,
+		`ROLLBACK TO SAVEPOINT s`,
+		`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`,
+	} {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	raws := eventsAfter(t, s, head)
+	if len(raws) != 1 || statusOf(t, raws[0]).Status != "processed" {
+		t.Fatalf("events = %+v, want the one processed event", raws)
+	}
+	var pending int
+	if err := sqlDB.QueryRow(`SELECT count(*) FROM pgsse.pending`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Errorf("pending rows after commit = %d, want 0", pending)
+	}
+}
+
+func TestPublish(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+
+	big := map[string]any{"video_id": "a", "percent": 50, "stage": "transcode", "blob": strings.Repeat("é\n\r\"x", 20000)}
+	data, _ := json.Marshal(big)
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/a', $1)`, string(data))
+	raws := eventsAfter(t, s, 0)
+	if len(raws) != 1 {
+		t.Fatalf("events = %d, want 1", len(raws))
+	}
+	var got map[string]any
+	if err := json.Unmarshal(raws[0].Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["blob"] != big["blob"] {
+		t.Errorf("100 KB payload did not round-trip")
+	}
+
+	for _, tc := range []struct{ name, kind, topic, data string }{
+		{"NoDot", "progress", "videos/a", `{}`},
+		{"Reserved", "stream.reset", "videos/a", `{}`},
+		{"EmptyTopic", "video.progress", "", `{}`},
+		{"NewlineInTopic", "video.progress", "videos/a\nb", `{}`},
+		{"DataNotObject", "video.progress", "videos/a", `[1]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := sqlDB.Exec(`SELECT pgsse.publish($1, $2, $3)`, tc.kind, tc.topic, tc.data)
+			var pqErr *pq.Error
+			if !errors.As(err, &pqErr) || pqErr.Code != "22023" {
+				t.Errorf("err = %v, want invalid_parameter_value", err)
+			}
+		})
+	}
+}
+
+func TestPrune(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	ctx := context.Background()
+	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
+		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
+		FROM generate_series(1, 25)`)
+	insertVideo(t, sqlDB, "new")
+
+	n, err := s.Prune(ctx, time.Now().Add(-24*time.Hour), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 25 {
+		t.Errorf("pruned %d, want 25", n)
+	}
+	horizon, newest, err := s.LogBounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if horizon != 25 || newest != 26 {
+		t.Errorf("bounds = (%d, %d), want (25, 26)", horizon, newest)
+	}
+	if raws := eventsAfter(t, s, 0); len(raws) != 1 || raws[0].ID != 26 {
+		t.Errorf("left %+v, want only event 26", raws)
+	}
+	if head, _ := s.Head(ctx); head != 26 {
+		t.Errorf("head = %d, want 26", head)
+	}
+}
+
+func TestVideoSnapshot(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	insertVideo(t, sqlDB, "a")
+	insertVideo(t, sqlDB, "b")
+	setStatus(t, sqlDB, "a", "processed")
+
+	position, snaps, err := s.VideoSnapshot(context.Background(), []string{"a", "b", "missing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if position != 3 {
+		t.Errorf("position = %d, want 3", position)
+	}
+	if len(snaps) != 2 {
+		t.Fatalf("snapshots = %+v, want a and b", snaps)
+	}
+	for _, ev := range snaps {
+		p := ev.Data.(*event.VideoStatus)
+		want := map[string]string{"a": "processed", "b": "pending"}[p.VideoID]
+		if ev.ID != 3 || !ev.Snapshot || p.Status != want || p.PreviousStatus != nil || ev.Topic != "videos/"+p.VideoID {
+			t.Errorf("snapshot %+v %+v, want id 3, status %q, no previous", ev, p, want)
+		}
+	}
+}

@@ -1,0 +1,238 @@
+// Package dbtest gives tests real PostgreSQL databases: New clones a fresh
+// database from a migrated template on the server named by PGSSE_TEST_DATABASE_URL (the
+// throwaway one `make test` starts); NewCluster starts a private server, for tests
+// that restart it.
+package dbtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+
+	"pgsse/db"
+	"pgsse/migrations"
+)
+
+// ServerURL returns the URL of the test server's maintenance database, or fails
+// the test when there is none.
+func ServerURL(tb testing.TB) string {
+	tb.Helper()
+	u := os.Getenv("PGSSE_TEST_DATABASE_URL")
+	if u == "" {
+		tb.Fatal("PGSSE_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a throwaway PostgreSQL")
+	}
+	return u
+}
+
+// New returns the URL of a new, migrated database, dropped when the test ends.
+func New(tb testing.TB) string {
+	tb.Helper()
+	return newDatabase(tb, ServerURL(tb), true)
+}
+
+// NewEmpty returns the URL of a new database with no migrations applied.
+func NewEmpty(tb testing.TB) string {
+	tb.Helper()
+	return newDatabase(tb, ServerURL(tb), false)
+}
+
+// Open opens url and closes it when the test ends.
+func Open(tb testing.TB, url string) *sql.DB {
+	tb.Helper()
+	sqlDB, err := sql.Open("postgres", url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sqlDB.Close() })
+	return sqlDB
+}
+
+// Exec runs statements on url, failing the test on error.
+func Exec(tb testing.TB, sqlDB *sql.DB, query string, args ...any) {
+	tb.Helper()
+	if _, err := sqlDB.Exec(query, args...); err != nil {
+		tb.Fatalf("exec %q: %v", query, err)
+	}
+}
+
+func newDatabase(tb testing.TB, server string, migrated bool) string {
+	admin := Open(tb, server)
+	template := "template0"
+	if migrated {
+		template = ensureTemplate(tb, admin, server)
+	}
+	name := fmt.Sprintf("t_%d_%d", os.Getpid(), time.Now().UnixNano())
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		_, err = admin.Exec("CREATE DATABASE " + name + " TEMPLATE " + template)
+		if !isCode(err, "55006") { // template busy: another clone is being made
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		tb.Fatalf("create test database: %v", err)
+	}
+	tb.Cleanup(func() {
+		if _, err := admin.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
+			tb.Errorf("drop test database: %v", err)
+		}
+	})
+	return withDatabase(tb, server, name)
+}
+
+// ensureTemplate creates, once per migration set, a database with the migrations
+// applied, named after their hash so a changed migration gets a new template.
+func ensureTemplate(tb testing.TB, admin *sql.DB, server string) string {
+	sum := sha256.New()
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS, path)
+		sum.Write([]byte(path))
+		sum.Write(b)
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	name := "pgsse_tmpl_" + hex.EncodeToString(sum.Sum(nil))[:12]
+
+	ctx := context.Background()
+	conn, err := admin.Conn(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	// Test packages run in parallel processes: one builds the template.
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(1885827955, 100)"); err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "SELECT pg_advisory_unlock(1885827955, 100)")
+
+	var exists bool
+	if err := conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)", name).Scan(&exists); err != nil {
+		tb.Fatal(err)
+	}
+	if exists {
+		return name
+	}
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
+		tb.Fatal(err)
+	}
+	store, err := db.Open(withDatabase(tb, server, name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = store.Migrate(ctx, io.Discard)
+	store.Close()
+	if err != nil {
+		tb.Fatalf("migrate template: %v", err)
+	}
+	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+name+" WITH IS_TEMPLATE true"); err != nil {
+		tb.Fatal(err)
+	}
+	return name
+}
+
+func withDatabase(tb testing.TB, server, name string) string {
+	u, err := url.Parse(server)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func isCode(err error, code string) bool {
+	pqErr, ok := err.(*pq.Error)
+	return ok && string(pqErr.Code) == code
+}
+
+// Cluster is a private PostgreSQL server that a test may stop and restart.
+type Cluster struct {
+	tb     testing.TB
+	dir    string
+	script string
+	port   int
+	URL    string // of its database pgsse, not migrated
+}
+
+// NewCluster starts a private server in a temporary directory; it is stopped
+// when the test ends.
+func NewCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	c := &Cluster{tb: tb, dir: filepath.Join(tb.TempDir(), "pg"), script: filepath.Join(repoRoot(tb), "scripts", "pg.sh"), port: freePort(tb)}
+	// The server runs as postgres when tests run as root: let it into the directory.
+	if err := os.Chmod(filepath.Dir(c.dir), 0o777); err != nil {
+		tb.Fatal(err)
+	}
+	for dir := filepath.Dir(c.dir); dir != "/"; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			_ = os.Chmod(dir, fi.Mode().Perm()|0o001)
+		}
+	}
+	c.URL = strings.TrimSpace(c.run("start", c.dir, fmt.Sprint(c.port)))
+	tb.Cleanup(func() { c.run("stop", c.dir) })
+	return c
+}
+
+// Restart restarts the server with a fast shutdown, ending every connection.
+func (c *Cluster) Restart() {
+	c.tb.Helper()
+	c.run("restart", c.dir)
+}
+
+func (c *Cluster) run(args ...string) string {
+	c.tb.Helper()
+	out, err := exec.Command(c.script, args...).Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		c.tb.Fatalf("pg.sh %v: %v\n%s", args, err, msg)
+	}
+	return string(out)
+}
+
+func freePort(tb testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func repoRoot(tb testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for ; dir != "/"; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+	}
+	tb.Fatal("go.mod not found above the working directory")
+	return ""
+}
