@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -96,10 +95,10 @@ func FuzzHandler(f *testing.F) {
 	hub := NewHub(HubConfig{})
 	e := newTestEcho(NewHandler(hub, nil, HandlerConfig{}))
 	f.Fuzz(func(t *testing.T, query, lastEventID string) {
-		u := &url.URL{Path: "/events", RawQuery: query}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		req := httptest.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/events", nil)
+		req.URL.RawQuery = query // as the server would receive it, spaces and all
 		if strings.ContainsAny(lastEventID, "\r\n") {
 			t.Skip()
 		}

@@ -1,0 +1,171 @@
+package listener_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"pgsse/db"
+	"pgsse/event"
+	"pgsse/internal/dbtest"
+	"pgsse/listener"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// sink records what the listener hands on; hold makes Publish block, as a stuck
+// consumer would.
+type sink struct {
+	started chan int64
+	events  chan event.Event
+	hold    sync.Mutex
+}
+
+func newSink() *sink {
+	return &sink{started: make(chan int64, 1), events: make(chan event.Event, 100000)}
+}
+
+func (s *sink) Start(cursor int64) { s.started <- cursor }
+
+func (s *sink) Publish(events []event.Event) {
+	s.hold.Lock()
+	defer s.hold.Unlock()
+	for _, ev := range events {
+		s.events <- ev
+	}
+}
+
+func (s *sink) next(t *testing.T) event.Event {
+	t.Helper()
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+		return event.Event{}
+	}
+}
+
+// start runs a listener on a fresh database with the safety poll off, so only
+// the doorbell and reconnects can wake it.
+func start(t *testing.T) (url string, sqlDB *sql.DB, s *sink) {
+	t.Helper()
+	url = dbtest.New(t) + "&application_name=pgsse-listener-test"
+	store, err := db.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = newSink()
+	l := listener.New(listener.Config{URL: url, Logger: zerolog.New(zerolog.NewTestWriter(t))}, store, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return within 10s of cancel")
+		}
+		store.Close()
+	})
+	select {
+	case <-s.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not start")
+	}
+	return url, dbtest.Open(t, url), s
+}
+
+func insert(t *testing.T, sqlDB *sql.DB, id string) {
+	t.Helper()
+	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), '/raw')`, id)
+}
+
+func wantVideo(t *testing.T, ev event.Event, id string) {
+	t.Helper()
+	if p, ok := ev.Data.(*event.VideoStatus); !ok || p.VideoID != id {
+		t.Fatalf("event %d %+v, want video.status of %s", ev.ID, ev.Data, id)
+	}
+}
+
+func TestListener_Doorbell(t *testing.T) {
+	_, sqlDB, s := start(t)
+	for i := range 5 {
+		insert(t, sqlDB, fmt.Sprint("v", i))
+	}
+	var last int64
+	for i := range 5 {
+		ev := s.next(t)
+		wantVideo(t, ev, fmt.Sprint("v", i))
+		if ev.ID <= last {
+			t.Fatalf("id %d after %d", ev.ID, last)
+		}
+		last = ev.ID
+	}
+}
+
+// TestListener_Reconnect: events committed while the LISTEN connection is gone
+// arrive after lib/pq reconnects (its nil notification makes the listener
+// re-read the log), with no poll to fall back on.
+func TestListener_Reconnect(t *testing.T) {
+	_, sqlDB, s := start(t)
+	insert(t, sqlDB, "before")
+	wantVideo(t, s.next(t), "before")
+
+	dbtest.Exec(t, sqlDB, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = 'pgsse-listener-test' AND query ILIKE 'listen%'`)
+	for i := range 20 {
+		insert(t, sqlDB, fmt.Sprint("during", i))
+	}
+	for i := range 20 {
+		wantVideo(t, s.next(t), fmt.Sprint("during", i))
+	}
+}
+
+// TestListener_Garbage: foreign notifications on the doorbell channel and rows
+// the listener cannot decode are skipped; what follows still arrives.
+func TestListener_Garbage(t *testing.T) {
+	_, sqlDB, s := start(t)
+	dbtest.Exec(t, sqlDB, `SELECT pg_notify('pgsse_events', 'garbage, not an event'); NOTIFY pgsse_events, '{"id": -1}'`)
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('unknown.kind', 'videos/x', '{}')`)
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/x', '{"video_id": "x", "percent": "lots"}')`)
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/x', '{"video_id": "x", "percent": 500}')`)
+	insert(t, sqlDB, "after")
+	wantVideo(t, s.next(t), "after")
+	select {
+	case ev := <-s.events:
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestListener_StuckConsumer: while the consumer blocks, far more than lib/pq's
+// 32 notifications arrive; every event arrives once the consumer moves again,
+// and Run still stops promptly afterwards.
+func TestListener_StuckConsumer(t *testing.T) {
+	_, sqlDB, s := start(t)
+	s.hold.Lock()
+	insert(t, sqlDB, "first") // the listener blocks publishing this one
+	time.Sleep(100 * time.Millisecond)
+	for i := range 200 {
+		insert(t, sqlDB, fmt.Sprint("v", i))
+	}
+	s.hold.Unlock()
+	wantVideo(t, s.next(t), "first")
+	for i := range 200 {
+		wantVideo(t, s.next(t), fmt.Sprint("v", i))
+	}
+	// t.Cleanup checks that Run returns promptly on cancel.
+}
