@@ -247,6 +247,33 @@ func TestStream_DatabaseRestart(t *testing.T) {
 	}
 }
 
+// TestStream_DatabaseDown: with Postgres gone, an open stream keeps its
+// heartbeats and a new one is answered 200 (never a 5xx, which would make
+// EventSource give up); both are served once the database is back.
+func TestStream_DatabaseDown(t *testing.T) {
+	cluster := dbtest.NewCluster(t)
+	p := startPgsse(t, cluster.URL, "PGSSE_HEARTBEAT=200ms")
+	sqlDB := dbtest.Open(t, cluster.URL)
+	insertVideo(t, sqlDB, "a")
+	before := open(t, p.URL+"/videos/a/events", "")
+	before.next(t) // snapshot
+
+	cluster.Stop()
+	during := open(t, p.URL+"/videos/a/events", "") // fails the test unless 200
+	time.Sleep(time.Second)
+	cluster.Start()
+
+	if snap := during.next(t); !snap.env.Snapshot {
+		t.Fatalf("stream opened during the outage got %+v first, want its snapshot", snap)
+	}
+	setStatus(t, sqlDB, "a", "processed")
+	for _, s := range []*stream{before, during} {
+		if status, _ := s.next(t).status(); status != "processed" {
+			t.Errorf("after the outage got status %q, want processed", status)
+		}
+	}
+}
+
 // TestStream_SlowClient: a client that stops reading is dropped without
 // delaying the others, and loses nothing when it resumes. Dropping it is what
 // keeps the server's memory bounded: its queue cannot grow past PGSSE_QUEUE.
@@ -296,7 +323,7 @@ func TestStream_Curl(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
 	insertVideo(t, sqlDB, "abc123")
-	p := startPgsse(t, url)
+	p := startPgsse(t, url, "PGSSE_HEARTBEAT=200ms")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -310,6 +337,7 @@ func TestStream_Curl(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(out.String(), `"snapshot":true`) })
 	setStatus(t, sqlDB, "abc123", "processed")
 	waitFor(t, func() bool { return strings.Contains(out.String(), `"previous_status":"pending"`) })
+	waitFor(t, func() bool { return strings.HasSuffix(out.String(), "\n\n: ping\n\n") })
 	cancel()
 
 	text := out.String()
@@ -317,7 +345,15 @@ func TestStream_Curl(t *testing.T) {
 		t.Fatalf("curl saw headers:\n%s", text)
 	}
 	body := text[strings.Index(text, "\r\n\r\n")+4:]
-	frames := strings.Split(strings.TrimSuffix(body, "\n\n"), "\n\n")
+	if !strings.HasPrefix(body, "retry: ") {
+		t.Errorf("stream does not start with a retry: line:\n%s", body)
+	}
+	var frames []string
+	for _, f := range strings.Split(strings.TrimSuffix(body, "\n\n"), "\n\n") {
+		if f != ": ping" {
+			frames = append(frames, f)
+		}
+	}
 	last := frames[len(frames)-1]
 	lines := strings.Split(last, "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "id: ") || lines[1] != "event: video.status" || !strings.HasPrefix(lines[2], `data: {"id":`+strings.TrimPrefix(lines[0], "id: ")+`,`) {

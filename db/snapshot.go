@@ -56,4 +56,3 @@ func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []
 	}
 	return position, out, nil
 }
-

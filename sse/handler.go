@@ -260,7 +260,7 @@ func (h *Handler) stream(c echo.Context, req request) error {
 	for i, t := range req.topics {
 		topics[i] = t.String()
 	}
-	log := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.RealIP()).Logger()
+	log := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.Request().RemoteAddr).Logger()
 	start := time.Now()
 	ev := log.Info()
 	if req.resume {

@@ -201,6 +201,18 @@ func (c *Cluster) Restart() {
 	c.run("restart", c.dir)
 }
 
+// Stop stops the server; Start brings it back.
+func (c *Cluster) Stop() {
+	c.tb.Helper()
+	c.run("stop", c.dir)
+}
+
+// Start starts a stopped server again.
+func (c *Cluster) Start() {
+	c.tb.Helper()
+	c.run("start", c.dir, fmt.Sprint(c.port))
+}
+
 func (c *Cluster) run(args ...string) string {
 	c.tb.Helper()
 	out, err := exec.Command(c.script, args...).Output()

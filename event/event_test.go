@@ -1,0 +1,60 @@
+package event
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestDecode(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 123456000, time.FixedZone("CET", 3600))
+	for _, tc := range []struct {
+		name    string
+		raw     Raw
+		want    string // the envelope, or "" for a decode error
+		wantErr error
+	}{
+		{"StatusInsert", Raw{1, KindVideoStatus, "videos/a", at, []byte(`{"video_id":"a","status":"pending","previous_status":null}`)},
+			`{"id":1,"kind":"video.status","topic":"videos/a","time":"2026-12-01T09:00:00.123456Z","data":{"video_id":"a","status":"pending","previous_status":null}}`, nil},
+		{"StatusUpdate", Raw{2, KindVideoStatus, "videos/a", at, []byte(`{"video_id":"a","status":"processed","previous_status":"pending","extra":1}`)},
+			`{"id":2,"kind":"video.status","topic":"videos/a","time":"2026-12-01T09:00:00.123456Z","data":{"video_id":"a","status":"processed","previous_status":"pending"}}`, nil},
+		{"ProgressNoStage", Raw{3, KindVideoProgress, "videos/a", at, []byte(`{"video_id":"a","percent":12.5}`)},
+			`{"id":3,"kind":"video.progress","topic":"videos/a","time":"2026-12-01T09:00:00.123456Z","data":{"video_id":"a","percent":12.5}}`, nil},
+		{"UnknownKind", Raw{4, "x.y", "videos/a", at, []byte(`{}`)}, "", ErrUnknownKind},
+		{"NotJSON", Raw{5, KindVideoStatus, "videos/a", at, []byte(`nope`)}, "", nil},
+		{"MissingVideoID", Raw{6, KindVideoStatus, "videos/a", at, []byte(`{"status":"x"}`)}, "", nil},
+		{"PercentOutOfRange", Raw{7, KindVideoProgress, "videos/a", at, []byte(`{"video_id":"a","percent":101}`)}, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := Decode(tc.raw)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("Decode accepted %s", tc.raw.Data)
+				}
+				if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+					t.Errorf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := ev.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tc.want {
+				t.Errorf("got  %s\nwant %s", b, tc.want)
+			}
+		})
+	}
+}
+
+func TestEvent_MarshalJSON_Snapshot(t *testing.T) {
+	ev := Event{ID: 9, Kind: KindVideoStatus, Topic: "videos/a", Time: time.Unix(0, 0), Data: &VideoStatus{VideoID: "a", Status: "processed"}, Snapshot: true}
+	b, _ := ev.MarshalJSON()
+	want := `{"id":9,"kind":"video.status","topic":"videos/a","time":"1970-01-01T00:00:00.000000Z","data":{"video_id":"a","status":"processed","previous_status":null},"snapshot":true}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
