@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -269,33 +271,65 @@ func TestEvents_Savepoint(t *testing.T) {
 	insertVideo(t, sqlDB, "a")
 	head := eventsAfter(t, s, 0)[0].ID
 
-	tx, err := sqlDB.Begin()
+	ctx := context.Background()
+	conn, err := sqlDB.Conn(ctx) // one session throughout: staging is per session
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
 	for _, q := range []string{
+		`BEGIN`,
 		`SAVEPOINT s`,
 		`UPDATE videos SET processing_status = 'x' WHERE id = 'a'`,
 		`ROLLBACK TO SAVEPOINT s`,
 		`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`,
+		`COMMIT`,
 	} {
-		if _, err := tx.Exec(q); err != nil {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
 			t.Fatal(q, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
 	}
 	raws := eventsAfter(t, s, head)
 	if len(raws) != 1 || statusOf(t, raws[0]).Status != "processed" {
 		t.Fatalf("events = %+v, want the one processed event", raws)
 	}
-	var pending int
-	if err := sqlDB.QueryRow(`SELECT count(*) FROM pgsse.pending`).Scan(&pending); err != nil {
+	var staged int
+	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM pg_temp.pgsse_pending`).Scan(&staged); err != nil {
 		t.Fatal(err)
 	}
-	if pending != 0 {
-		t.Errorf("pending rows after commit = %d, want 0", pending)
+	if staged != 0 {
+		t.Errorf("staged rows after commit = %d, want 0", staged)
+	}
+}
+
+// TestEvents_Serializable: serializable writers of different videos commit
+// side by side; pgsse's staging must not make them conflict.
+func TestEvents_Serializable(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	insertVideo(t, sqlDB, "a")
+	insertVideo(t, sqlDB, "b")
+	head := eventsAfter(t, s, 0)[1].ID
+
+	begin := func(id string) *sql.Tx {
+		tx, err := sqlDB.BeginTx(context.Background(), &sql.TxOptions{Isolation: sql.LevelSerializable})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	t1, t2 := begin("a"), begin("b")
+	if err := t2.Commit(); err != nil {
+		t.Fatalf("commit T2: %v", err)
+	}
+	if err := t1.Commit(); err != nil {
+		t.Fatalf("commit T1: %v", err)
+	}
+	if n := len(eventsAfter(t, s, head)); n != 2 {
+		t.Errorf("events = %d, want 2", n)
 	}
 }
 
@@ -389,5 +423,39 @@ func TestVideoSnapshot(t *testing.T) {
 		if ev.ID != 3 || !ev.Snapshot || p.Status != want || p.PreviousStatus != nil || ev.Topic != "videos/"+p.VideoID {
 			t.Errorf("snapshot %+v %+v, want id 3, status %q, no previous", ev, p, want)
 		}
+	}
+}
+
+// TestEvents_UnprivilegedWriter: a writer with rights on videos alone (no access
+// to pgsse's tables, no TEMP on the database) still records events.
+func TestEvents_UnprivilegedWriter(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	role := fmt.Sprintf("pgsse_writer_%d", time.Now().UnixNano())
+	var dbName string
+	if err := sqlDB.QueryRow(`SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `CREATE ROLE `+role+` LOGIN`)
+	t.Cleanup(func() {
+		dbtest.Exec(t, sqlDB, `DROP OWNED BY `+role)
+		dbtest.Exec(t, sqlDB, `DROP ROLE `+role)
+	})
+	dbtest.Exec(t, sqlDB, `GRANT SELECT, INSERT, UPDATE ON videos TO `+role)
+	dbtest.Exec(t, sqlDB, `REVOKE TEMPORARY ON DATABASE `+dbName+` FROM PUBLIC`)
+
+	u, _ := neturl.Parse(url)
+	u.User = neturl.User(role)
+	writer := dbtest.Open(t, u.String())
+	insertVideo(t, writer, "w")
+	setStatus(t, writer, "w", "processed")
+	if _, err := writer.Exec(`SELECT pgsse.publish('video.progress', 'videos/w', '{"video_id":"w","percent":100}')`); err != nil {
+		t.Fatalf("publish as %s: %v", role, err)
+	}
+	if _, err := writer.Exec(`SELECT count(*) FROM pgsse.events`); err == nil {
+		t.Error("the writer can read pgsse.events; it should need no such privilege")
+	}
+	if n := len(eventsAfter(t, s, 0)); n != 3 {
+		t.Errorf("events = %d, want 3", n)
 	}
 }

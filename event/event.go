@@ -2,8 +2,8 @@
 // typed struct per kind. It does no I/O; db reads raw rows, listener and sse decode
 // them here, so a kind is defined in exactly one place.
 //
-// Adding a kind takes a migration (a trigger that calls pgsse.record, or writers
-// that call pgsse.publish) and a struct registered in kinds below.
+// Adding a kind takes a migration (a trigger that calls pgsse.publish, or
+// writers that call it) and a struct registered in kinds below.
 package event
 
 import (

@@ -2,10 +2,14 @@
 
 -- The event log. Ids are handed out at commit time under a lock, so they increase
 -- in commit order: a reader that has seen id N never later finds a committed id
--- below N. Writers add events with pgsse.record, which stages them in
--- pgsse.pending; a deferred constraint trigger moves them into pgsse.events when
--- the transaction commits.
+-- below N. Writers add events with pgsse.publish, which stages them in a
+-- per-session temporary table; a deferred constraint trigger moves them into
+-- pgsse.events when the transaction commits.
 CREATE SCHEMA IF NOT EXISTS pgsse;
+
+-- Writers (the videos trigger runs as whoever updates videos) must find
+-- pgsse.publish; this grants no access to any table.
+GRANT USAGE ON SCHEMA pgsse TO PUBLIC;
 
 CREATE SEQUENCE pgsse.event_id_seq AS bigint;
 
@@ -30,67 +34,46 @@ CREATE TABLE pgsse.horizon (
 );
 INSERT INTO pgsse.horizon (pruned_through) VALUES (0);
 
--- Staged events of transactions still running. Rows never outlive their
--- transaction (flush deletes them before commit), so the table is unlogged:
--- staging costs no WAL. flush is true on the first row of a batch only, so the
--- deferred trigger runs once per commit, not once per row.
-CREATE UNLOGGED TABLE pgsse.pending (
-    seq   bigint      GENERATED ALWAYS AS IDENTITY,
-    kind  text        NOT NULL,
-    topic text        NOT NULL,
-    time  timestamptz NOT NULL,
-    data  jsonb       NOT NULL,
-    flush boolean     NOT NULL
-);
-
--- record stages one event in the current transaction. time is clock_timestamp():
--- when the change was made, not when its transaction began.
-CREATE FUNCTION pgsse.record(kind text, topic text, data jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    first boolean := coalesce(current_setting('pgsse.pending', true), '') = '';
-BEGIN
-    IF first THEN
-        -- transaction-local, so it is undone by a rollback to a savepoint too
-        PERFORM set_config('pgsse.pending', 'staged', true);
-    END IF;
-    INSERT INTO pgsse.pending (kind, topic, time, data, flush)
-    VALUES (kind, topic, clock_timestamp(), data, first);
-END
-$$;
-
--- flush runs at commit. The transaction-scoped advisory lock is held until the
--- commit is visible, so the next transaction's ids are drawn only after this
--- one's are committed. Postgres already serialises notifying commits the same
--- way (the NOTIFY queue lock), so this adds no new bottleneck.
+-- flush runs at commit, once per batch of staged events. The transaction-scoped
+-- advisory lock is held until the commit is visible, so the next transaction's
+-- ids are drawn only after this one's are committed. Postgres already serialises
+-- notifying commits the same way (the NOTIFY queue lock), so this adds no new
+-- bottleneck.
 CREATE FUNCTION pgsse.flush() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(1885827955, 1);
-    PERFORM set_config('pgsse.pending', '', true);
+    PERFORM set_config('pgsse.staged', '', true);
     WITH moved AS (
-        DELETE FROM pgsse.pending RETURNING seq, kind, topic, time, data
+        DELETE FROM pg_temp.pgsse_pending RETURNING seq, kind, topic, time, data
     )
     INSERT INTO pgsse.events (id, kind, topic, time, data)
     SELECT nextval('pgsse.event_id_seq'), kind, topic, time, data
-    FROM (SELECT * FROM moved ORDER BY seq OFFSET 0) AS ordered;
+    FROM (SELECT * FROM moved ORDER BY seq OFFSET 0) AS ordered; -- OFFSET 0: sort before nextval
     -- A doorbell only: listeners read the log. The payload is constant, so a
     -- commit of any size rings once.
     PERFORM pg_notify('pgsse_events', '');
     RETURN NULL;
 END
 $$;
+REVOKE ALL ON FUNCTION pgsse.flush() FROM PUBLIC;
 
-CREATE CONSTRAINT TRIGGER flush
-AFTER INSERT ON pgsse.pending
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW WHEN (NEW.flush)
-EXECUTE FUNCTION pgsse.flush();
-
--- publish is the one function applications call to add an event of their own,
--- e.g. SELECT pgsse.publish('video.progress', 'videos/abc', '{"video_id":"abc","percent":40}').
+-- publish stages one event in the current transaction; it is what triggers and
+-- applications call, e.g.
+--   SELECT pgsse.publish('video.progress', 'videos/abc', '{"video_id":"abc","percent":40}');
+-- time is clock_timestamp(): when the change was made, not when its transaction
+-- began.
+--
+-- Staged rows go to a temporary table of the session's own: no other session
+-- ever scans them, serializable writers get no predicate-lock conflicts from
+-- one another, and ON COMMIT DELETE ROWS truncates it at commit, so it never
+-- bloats. The first row of a batch has flush = true and arms the deferred
+-- trigger, so it runs once per commit, not once per row. SECURITY DEFINER: the
+-- writer needs no privilege on pgsse's tables (nor TEMP on the database).
 CREATE FUNCTION pgsse.publish(kind text, topic text, data jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first boolean := coalesce(current_setting('pgsse.staged', true), '') = '';
 BEGIN
     IF kind IS NULL OR kind !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         RAISE EXCEPTION 'pgsse.publish: kind % must be dotted lowercase words, e.g. video.progress', quote_nullable(kind)
@@ -108,7 +91,28 @@ BEGIN
         RAISE EXCEPTION 'pgsse.publish: data must be a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM pgsse.record(kind, topic, data);
+
+    IF first THEN
+        -- transaction-local, so a rollback (to a savepoint, too) undoes it
+        PERFORM set_config('pgsse.staged', 'yes', true);
+        IF to_regclass('pg_temp.pgsse_pending') IS NULL THEN
+            CREATE TEMPORARY TABLE pgsse_pending (
+                seq   bigint      GENERATED ALWAYS AS IDENTITY,
+                kind  text        NOT NULL,
+                topic text        NOT NULL,
+                time  timestamptz NOT NULL,
+                data  jsonb       NOT NULL,
+                flush boolean     NOT NULL
+            ) ON COMMIT DELETE ROWS;
+            CREATE CONSTRAINT TRIGGER flush
+            AFTER INSERT ON pgsse_pending
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.flush)
+            EXECUTE FUNCTION pgsse.flush();
+        END IF;
+    END IF;
+    INSERT INTO pg_temp.pgsse_pending (kind, topic, time, data, flush)
+    VALUES (kind, topic, clock_timestamp(), data, first);
 END
 $$;
 
@@ -116,7 +120,7 @@ $$;
 CREATE FUNCTION pgsse.video_status() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pgsse.record('video.status', 'videos/' || NEW.id, jsonb_build_object(
+    PERFORM pgsse.publish('video.status', 'videos/' || NEW.id, jsonb_build_object(
         'video_id', NEW.id,
         'status', NEW.processing_status,
         'previous_status', CASE WHEN TG_OP = 'UPDATE' THEN OLD.processing_status END));
@@ -139,8 +143,6 @@ DROP TRIGGER pgsse_video_status_update ON videos;
 DROP TRIGGER pgsse_video_status_insert ON videos;
 DROP FUNCTION pgsse.video_status();
 DROP FUNCTION pgsse.publish(text, text, jsonb);
-DROP TABLE pgsse.pending;
 DROP FUNCTION pgsse.flush();
-DROP FUNCTION pgsse.record(text, text, jsonb);
 DROP TABLE pgsse.horizon;
 DROP TABLE pgsse.events;
