@@ -165,7 +165,7 @@ func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
 }
 
 func migrate(ctx context.Context, cfg config, log zerolog.Logger) error {
-	store, err := db.Open(cfg.DatabaseURL)
+	store, err := db.Open(cfg.DatabaseURL, 2)
 	if err != nil {
 		return err
 	}
@@ -187,14 +187,21 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 
-	store, err := db.Open(cfg.DatabaseURL)
+	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	// The listener reads on a pool of its own: clients waiting for snapshots and
+	// replays must never delay the live events everyone is waiting for.
+	logStore, err := db.Open(cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer logStore.Close()
 
 	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log})
-	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log}, store, hub)
+	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log}, logStore, hub)
 	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
 		MaxTopics:    cfg.MaxTopics,
 		Heartbeat:    cfg.Heartbeat,

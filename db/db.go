@@ -18,17 +18,24 @@ type Store struct {
 	db  *sql.DB
 }
 
-// Open prepares a pool for the database at url. It does not wait for the database:
-// pgsse starts, and keeps serving, while Postgres is away.
-func Open(url string) (*Store, error) {
+// DefaultMaxConns bounds a Store's pool: snapshots and replays are short, and a
+// small pool bounds the load one replica puts on Postgres however many clients
+// it serves (a herd of reconnecting clients queues here, not in the database).
+const DefaultMaxConns = 16
+
+// Open prepares a pool of at most maxConns connections (DefaultMaxConns if
+// zero) to the database at url. It does not wait for the database: pgsse starts,
+// and keeps serving, while Postgres is away.
+func Open(url string, maxConns int) (*Store, error) {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	sqlDB, err := sql.Open("postgres", url)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	// Snapshots, replays and the listener's reads are short; a small pool bounds
-	// the load one replica can put on Postgres however many clients it serves.
-	sqlDB.SetMaxOpenConns(16)
-	sqlDB.SetMaxIdleConns(16)
+	sqlDB.SetMaxOpenConns(maxConns)
+	sqlDB.SetMaxIdleConns(maxConns)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 	return &Store{url: url, db: sqlDB}, nil
 }

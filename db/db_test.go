@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 
 func mustOpen(t *testing.T, url string) *db.Store {
 	t.Helper()
-	s, err := db.Open(url)
+	s, err := db.Open(url, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestMigrate(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s, err := db.Open(url)
+				s, err := db.Open(url, 0)
 				if err != nil {
 					errs[i] = err
 					return

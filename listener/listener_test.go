@@ -59,7 +59,7 @@ func (s *sink) next(t *testing.T) event.Event {
 func start(t *testing.T) (url string, sqlDB *sql.DB, s *sink) {
 	t.Helper()
 	url = dbtest.New(t) + "&application_name=pgsse-listener-test"
-	store, err := db.Open(url)
+	store, err := db.Open(url, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ func ensureTemplate(tb testing.TB, admin *sql.DB, server string) string {
 	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE template0"); err != nil {
 		tb.Fatal(err)
 	}
-	store, err := db.Open(withDatabase(tb, server, name))
+	store, err := db.Open(withDatabase(tb, server, name), 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
