@@ -20,8 +20,6 @@ import (
 
 	"github.com/lib/pq"
 	gosse "github.com/tmaxmax/go-sse"
-
-	"pgsse/internal/dbtest"
 )
 
 // TestMain lets the test binary stand in for pgsse: run with PGSSE_AS_MAIN=1 it
@@ -394,16 +392,6 @@ func logHead(t *testing.T, sqlDB *sql.DB) int64 {
 		t.Fatal(err)
 	}
 	return head
-}
-
-func insertVideo(t *testing.T, sqlDB *sql.DB, id string) {
-	t.Helper()
-	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, "/raw/"+id)
-}
-
-func setStatus(t *testing.T, sqlDB *sql.DB, id, status string) {
-	t.Helper()
-	dbtest.Exec(t, sqlDB, `UPDATE videos SET processing_status = $2 WHERE id = $1`, id, status)
 }
 
 func hasLine(logs, substr string) bool {

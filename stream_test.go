@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,8 +21,8 @@ import (
 func TestStream_Routing(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "b")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
 	p := startPgsse(t, url)
 
 	sa := open(t, p.URL+"/videos/a/events", "")
@@ -41,7 +41,7 @@ func TestStream_Routing(t *testing.T) {
 	}
 	sb.next(t) // b's snapshot
 
-	setStatus(t, sqlDB, "a", "processed")
+	dbtest.SetStatus(t, sqlDB, "a", "processed")
 	for _, s := range []*stream{sa, sw} {
 		ev := s.next(t)
 		status, prev := ev.status()
@@ -60,8 +60,8 @@ func TestStream_Routing(t *testing.T) {
 func TestStream_OutOfOrderCommits(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "b")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
 	p := startPgsse(t, url)
 	target := p.URL + "/events?topic=videos/a&topic=videos/b"
 	s := open(t, target, "")
@@ -75,7 +75,7 @@ func TestStream_OutOfOrderCommits(t *testing.T) {
 	if _, err := t1.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`); err != nil {
 		t.Fatal(err)
 	}
-	setStatus(t, sqlDB, "b", "processed")
+	dbtest.SetStatus(t, sqlDB, "b", "processed")
 	evB := s.next(t)
 	if evB.env.Topic != "videos/b" {
 		t.Fatalf("got %+v, want b's event", evB)
@@ -98,8 +98,8 @@ func TestStream_OutOfOrderCommits(t *testing.T) {
 func TestStream_Resume(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "other")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "other")
 	p := startPgsse(t, url)
 	s := open(t, p.URL+"/videos/a/events", "")
 	last := s.next(t).LastEventID
@@ -132,8 +132,8 @@ func TestStream_Resume(t *testing.T) {
 func TestStream_Reset(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
-	insertVideo(t, sqlDB, "a")
-	setStatus(t, sqlDB, "a", "processing")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.SetStatus(t, sqlDB, "a", "processing")
 	p := startPgsse(t, url)
 
 	for _, tc := range []struct{ name, lastID, why string }{
@@ -208,33 +208,12 @@ func TestStream_DatabaseRestart(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	var committed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, err := sqlDB.Exec(`INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), '/raw')`, fmt.Sprint("r", i))
-			if err == nil {
-				committed.Add(1)
-			} else {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	}()
+	stopWriter := startWriter(t, sqlDB, "r", 0)
 	time.Sleep(500 * time.Millisecond)
 	cluster.Restart()
-	before := committed.Load()
+	restarted := time.Now()
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
-	if committed.Load() == before {
+	if last := stopWriter(); last.Before(restarted) {
 		t.Fatal("the writer committed nothing after the restart")
 	}
 
@@ -254,7 +233,7 @@ func TestStream_DatabaseDown(t *testing.T) {
 	cluster := dbtest.NewCluster(t)
 	p := startPgsse(t, cluster.URL, "PGSSE_HEARTBEAT=200ms")
 	sqlDB := dbtest.Open(t, cluster.URL)
-	insertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "a")
 	before := open(t, p.URL+"/videos/a/events", "")
 	before.next(t) // snapshot
 
@@ -266,7 +245,7 @@ func TestStream_DatabaseDown(t *testing.T) {
 	if snap := during.next(t); !snap.env.Snapshot {
 		t.Fatalf("stream opened during the outage got %+v first, want its snapshot", snap)
 	}
-	setStatus(t, sqlDB, "a", "processed")
+	dbtest.SetStatus(t, sqlDB, "a", "processed")
 	for _, s := range []*stream{before, during} {
 		if status, _ := s.next(t).status(); status != "processed" {
 			t.Errorf("after the outage got status %q, want processed", status)
@@ -322,7 +301,7 @@ func TestStream_Curl(t *testing.T) {
 	}
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
-	insertVideo(t, sqlDB, "abc123")
+	dbtest.InsertVideo(t, sqlDB, "abc123")
 	p := startPgsse(t, url, "PGSSE_HEARTBEAT=200ms")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -335,7 +314,7 @@ func TestStream_Curl(t *testing.T) {
 	}
 	defer cmd.Wait()
 	waitFor(t, func() bool { return strings.Contains(out.String(), `"snapshot":true`) })
-	setStatus(t, sqlDB, "abc123", "processed")
+	dbtest.SetStatus(t, sqlDB, "abc123", "processed")
 	waitFor(t, func() bool { return strings.Contains(out.String(), `"previous_status":"pending"`) })
 	waitFor(t, func() bool { return strings.HasSuffix(out.String(), "\n\n: ping\n\n") })
 	cancel()
@@ -361,6 +340,39 @@ func TestStream_Curl(t *testing.T) {
 	}
 }
 
+// startWriter inserts videos prefix0, prefix1, … one commit each, pausing
+// between them, until the returned stop is called; stop returns when the last
+// commit succeeded. Failed commits (the database is away) are retried later.
+func startWriter(t *testing.T, sqlDB *sql.DB, prefix string, pause time.Duration) (stop func() time.Time) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var last time.Time
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(pause):
+			}
+			_, err := sqlDB.Exec(`INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), '/raw')`, fmt.Sprint(prefix, i))
+			if err == nil {
+				last = time.Now()
+			} else {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() time.Time {
+		once.Do(func() { close(done); wg.Wait() })
+		return last
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -381,7 +393,7 @@ func TestStream_TwoProcesses(t *testing.T) {
 	f2 := follow(t, "", p2.URL+"/events?topic=videos/*")
 	time.Sleep(300 * time.Millisecond)
 	for i := range 100 {
-		insertVideo(t, sqlDB, fmt.Sprint("v", i))
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("v", i))
 	}
 	want := logIDs(t, sqlDB, 0, "videos/%")
 	f1.waitIDs(t, want)
@@ -436,20 +448,7 @@ func TestServe_SIGTERM(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			_, _ = sqlDB.Exec(`INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), '/raw')`, fmt.Sprint("w", i))
-		}
-	}()
+	stopWriter := startWriter(t, sqlDB, "w", 5*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 
 	start := time.Now()
@@ -473,8 +472,7 @@ func TestServe_SIGTERM(t *testing.T) {
 		t.Errorf("exit: %v, want status 0", p1.err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopWriter()
 
 	want := logIDs(t, sqlDB, 0, "videos/%")
 	for _, f := range fs {

@@ -35,18 +35,6 @@ func mustOpen(t *testing.T, url string) *db.Store {
 	return s
 }
 
-func insertVideo(t *testing.T, sqlDB *sql.DB, id string) {
-	t.Helper()
-	// The legacy API's statement, unchanged.
-	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, "/raw/"+id)
-}
-
-func setStatus(t *testing.T, sqlDB *sql.DB, id, status string) {
-	t.Helper()
-	// The legacy worker's statement, unchanged.
-	dbtest.Exec(t, sqlDB, `UPDATE videos SET processing_status = $2 WHERE id = $1`, id, status)
-}
-
 func eventsAfter(t *testing.T, s *db.Store, after int64) []event.Raw {
 	t.Helper()
 	raws, err := s.EventsAfter(context.Background(), after, 100000)
@@ -84,7 +72,7 @@ func TestMigrate(t *testing.T) {
 			END $$;
 			CREATE TRIGGER upload_status AFTER UPDATE OF processing_status ON videos
 				FOR EACH ROW EXECUTE FUNCTION notify_upload_status();`)
-		insertVideo(t, sqlDB, "old1")
+		dbtest.InsertVideo(t, sqlDB, "old1")
 
 		if err := mustOpen(t, url).Migrate(context.Background(), nil); err != nil {
 			t.Fatal(err)
@@ -95,7 +83,7 @@ func TestMigrate(t *testing.T) {
 		if err := l.Listen("upload_status"); err != nil {
 			t.Fatal(err)
 		}
-		setStatus(t, sqlDB, "old1", "processed")
+		dbtest.SetStatus(t, sqlDB, "old1", "processed")
 		select {
 		case n := <-l.Notify:
 			if got, want := n.Extra, "old1,processed"; got != want {
@@ -156,11 +144,11 @@ func TestMigrate(t *testing.T) {
 func TestEvents_LegacyStatements(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
-	insertVideo(t, sqlDB, "abc123")
-	setStatus(t, sqlDB, "abc123", "processing")
-	setStatus(t, sqlDB, "abc123", "processing") // no change: no event
+	dbtest.InsertVideo(t, sqlDB, "abc123")
+	dbtest.SetStatus(t, sqlDB, "abc123", "processing")
+	dbtest.SetStatus(t, sqlDB, "abc123", "processing") // no change: no event
 	dbtest.Exec(t, sqlDB, `UPDATE videos SET processed_file_path = '/hls/abc123' WHERE id = 'abc123'`)
-	setStatus(t, sqlDB, "abc123", "processed")
+	dbtest.SetStatus(t, sqlDB, "abc123", "processed")
 
 	raws := eventsAfter(t, s, 0)
 	type want struct{ status, previous string }
@@ -193,8 +181,8 @@ func TestEvents_LegacyStatements(t *testing.T) {
 func TestEvents_CommitOrder(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "b")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
 	cursor := eventsAfter(t, s, 0)[1].ID
 
 	t1, err := sqlDB.Begin()
@@ -205,7 +193,7 @@ func TestEvents_CommitOrder(t *testing.T) {
 	if _, err := t1.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`); err != nil {
 		t.Fatal(err)
 	}
-	setStatus(t, sqlDB, "b", "processed") // T2, committed while T1 is open
+	dbtest.SetStatus(t, sqlDB, "b", "processed") // T2, committed while T1 is open
 
 	seen := eventsAfter(t, s, cursor)
 	if len(seen) != 1 || statusOf(t, seen[0]).VideoID != "b" {
@@ -268,7 +256,7 @@ func TestEvents_LargeTransaction(t *testing.T) {
 func TestEvents_Savepoint(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
-	insertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "a")
 	head := eventsAfter(t, s, 0)[0].ID
 
 	ctx := context.Background()
@@ -307,8 +295,8 @@ func TestEvents_Savepoint(t *testing.T) {
 func TestEvents_Serializable(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "b")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
 	head := eventsAfter(t, s, 0)[1].ID
 
 	begin := func(id string) *sql.Tx {
@@ -376,7 +364,7 @@ func TestPrune(t *testing.T) {
 	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
 		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
 		FROM generate_series(1, 25)`)
-	insertVideo(t, sqlDB, "new")
+	dbtest.InsertVideo(t, sqlDB, "new")
 
 	n, err := s.Prune(ctx, time.Now().Add(-24*time.Hour), 10)
 	if err != nil {
@@ -403,9 +391,9 @@ func TestPrune(t *testing.T) {
 func TestVideoSnapshot(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
-	insertVideo(t, sqlDB, "a")
-	insertVideo(t, sqlDB, "b")
-	setStatus(t, sqlDB, "a", "processed")
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
+	dbtest.SetStatus(t, sqlDB, "a", "processed")
 
 	position, snaps, err := s.VideoSnapshot(context.Background(), []string{"a", "b", "missing"})
 	if err != nil {
@@ -447,8 +435,8 @@ func TestEvents_UnprivilegedWriter(t *testing.T) {
 	u, _ := neturl.Parse(url)
 	u.User = neturl.User(role)
 	writer := dbtest.Open(t, u.String())
-	insertVideo(t, writer, "w")
-	setStatus(t, writer, "w", "processed")
+	dbtest.InsertVideo(t, writer, "w")
+	dbtest.SetStatus(t, writer, "w", "processed")
 	if _, err := writer.Exec(`SELECT pgsse.publish('video.progress', 'videos/w', '{"video_id":"w","percent":100}')`); err != nil {
 		t.Fatalf("publish as %s: %v", role, err)
 	}

@@ -88,11 +88,6 @@ func start(t *testing.T) (url string, sqlDB *sql.DB, s *sink) {
 	return url, dbtest.Open(t, url), s
 }
 
-func insert(t *testing.T, sqlDB *sql.DB, id string) {
-	t.Helper()
-	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), '/raw')`, id)
-}
-
 func wantVideo(t *testing.T, ev event.Event, id string) {
 	t.Helper()
 	if p, ok := ev.Data.(*event.VideoStatus); !ok || p.VideoID != id {
@@ -103,7 +98,7 @@ func wantVideo(t *testing.T, ev event.Event, id string) {
 func TestListener_Doorbell(t *testing.T) {
 	_, sqlDB, s := start(t)
 	for i := range 5 {
-		insert(t, sqlDB, fmt.Sprint("v", i))
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("v", i))
 	}
 	var last int64
 	for i := range 5 {
@@ -121,13 +116,13 @@ func TestListener_Doorbell(t *testing.T) {
 // re-read the log), with no poll to fall back on.
 func TestListener_Reconnect(t *testing.T) {
 	_, sqlDB, s := start(t)
-	insert(t, sqlDB, "before")
+	dbtest.InsertVideo(t, sqlDB, "before")
 	wantVideo(t, s.next(t), "before")
 
 	dbtest.Exec(t, sqlDB, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE application_name = 'pgsse-listener-test' AND query ILIKE 'listen%'`)
 	for i := range 20 {
-		insert(t, sqlDB, fmt.Sprint("during", i))
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("during", i))
 	}
 	for i := range 20 {
 		wantVideo(t, s.next(t), fmt.Sprint("during", i))
@@ -142,7 +137,7 @@ func TestListener_Garbage(t *testing.T) {
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('unknown.kind', 'videos/x', '{}')`)
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/x', '{"video_id": "x", "percent": "lots"}')`)
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/x', '{"video_id": "x", "percent": 500}')`)
-	insert(t, sqlDB, "after")
+	dbtest.InsertVideo(t, sqlDB, "after")
 	wantVideo(t, s.next(t), "after")
 	select {
 	case ev := <-s.events:
@@ -157,10 +152,10 @@ func TestListener_Garbage(t *testing.T) {
 func TestListener_StuckConsumer(t *testing.T) {
 	_, sqlDB, s := start(t)
 	s.hold.Lock()
-	insert(t, sqlDB, "first") // the listener blocks publishing this one
+	dbtest.InsertVideo(t, sqlDB, "first") // the listener blocks publishing this one
 	time.Sleep(100 * time.Millisecond)
 	for i := range 200 {
-		insert(t, sqlDB, fmt.Sprint("v", i))
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("v", i))
 	}
 	s.hold.Unlock()
 	wantVideo(t, s.next(t), "first")

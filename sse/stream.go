@@ -157,20 +157,8 @@ func (st *stream) snapshot() error {
 	if err != nil {
 		return err
 	}
-	st.buf = st.buf[:0]
-	for i := range snaps {
-		f, err := encodeEvent(&snaps[i])
-		if err != nil {
-			st.log.Error().Err(err).Msg("encode snapshot; skipped")
-			continue
-		}
-		st.buf = append(st.buf, f.wire...)
-		st.sent++
-	}
-	if len(st.buf) > 0 {
-		if err := st.send(st.buf); err != nil {
-			return err
-		}
+	if err := st.sendEvents(snaps); err != nil {
+		return err
 	}
 	st.last = position
 	if position < st.sub.Cursor {
@@ -204,25 +192,17 @@ func (st *stream) replayLog() error {
 		if err != nil {
 			return err
 		}
-		st.buf = st.buf[:0]
+		events := make([]event.Event, 0, len(raws))
 		for _, r := range raws {
 			ev, err := event.Decode(r)
 			if err != nil {
 				st.log.Warn().Err(err).Msg("undecodable event in log; skipped")
 				continue
 			}
-			f, err := encodeEvent(&ev)
-			if err != nil {
-				st.log.Error().Err(err).Msg("encode event; skipped")
-				continue
-			}
-			st.buf = append(st.buf, f.wire...)
-			st.sent++
+			events = append(events, ev)
 		}
-		if len(st.buf) > 0 {
-			if err := st.send(st.buf); err != nil {
-				return err
-			}
+		if err := st.sendEvents(events); err != nil {
+			return err
 		}
 		if len(raws) < st.h.cfg.ReplayBatch {
 			break
@@ -231,6 +211,24 @@ func (st *stream) replayLog() error {
 	}
 	st.last = through
 	return nil
+}
+
+// sendEvents encodes events and writes them in one go.
+func (st *stream) sendEvents(events []event.Event) error {
+	st.buf = st.buf[:0]
+	for i := range events {
+		f, err := encodeEvent(&events[i])
+		if err != nil {
+			st.log.Error().Err(err).Msg("encode event; skipped")
+			continue
+		}
+		st.buf = append(st.buf, f.wire...)
+		st.sent++
+	}
+	if len(st.buf) == 0 {
+		return nil
+	}
+	return st.send(st.buf)
 }
 
 // sendFrames writes frames, then moves the stream's position to through.

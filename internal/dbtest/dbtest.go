@@ -61,12 +61,24 @@ func Open(tb testing.TB, url string) *sql.DB {
 	return sqlDB
 }
 
-// Exec runs statements on url, failing the test on error.
+// Exec runs statements on sqlDB, failing the test on error.
 func Exec(tb testing.TB, sqlDB *sql.DB, query string, args ...any) {
 	tb.Helper()
 	if _, err := sqlDB.Exec(query, args...); err != nil {
 		tb.Fatalf("exec %q: %v", query, err)
 	}
+}
+
+// InsertVideo runs the legacy upload API's statement, unchanged.
+func InsertVideo(tb testing.TB, sqlDB *sql.DB, id string) {
+	tb.Helper()
+	Exec(tb, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, "/raw/"+id)
+}
+
+// SetStatus runs the legacy worker's statement, unchanged.
+func SetStatus(tb testing.TB, sqlDB *sql.DB, id, status string) {
+	tb.Helper()
+	Exec(tb, sqlDB, `UPDATE videos SET processing_status = $2 WHERE id = $1`, id, status)
 }
 
 func newDatabase(tb testing.TB, server string, migrated bool) string {
