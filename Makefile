@@ -1,21 +1,30 @@
 # The two commands: `make run` and `make test`. Without DATABASE_URL, `make run`
 # uses a throwaway PostgreSQL in .pgdata/run; `make test` always uses its own in
-# .pgdata/test, started from the installed server binaries and stopped afterwards.
+# .pgdata/test, started from the installed server binaries and stopped afterwards,
+# and first installs what the tests need (scripts/deps.sh: PostgreSQL, curl,
+# Chromium) if the machine lacks it.
 
 RUN_PG_PORT  ?= 54320
 TEST_PG_PORT ?= 54321
 GO           ?= go
 TESTFLAGS    ?=
 
-.PHONY: run test build vet fuzz db-stop
+.PHONY: run test build vet fuzz screenshot db-stop
 
+# With PGSSE_DEMO=true (the default here) the demo page is served at / and the
+# processing simulator runs beside pgsse, writing through SQL as a worker would.
 run:
 	@url="$${DATABASE_URL:-$$(scripts/pg.sh start .pgdata/run $(RUN_PG_PORT))}" || exit 1; \
-	echo "pgsse: database $$url"; \
-	echo "pgsse: streams on http://localhost$${PGSSE_ADDR:-:8080}/events?topic=videos/*"; \
-	DATABASE_URL="$$url" $(GO) run . serve
+	$(GO) build -o .pgdata/pgsse . || exit 1; \
+	export DATABASE_URL="$$url" PGSSE_DEMO="$${PGSSE_DEMO:-true}"; \
+	echo "pgsse: database $$DATABASE_URL"; \
+	echo "pgsse: open http://localhost$${PGSSE_ADDR:-:8080}/ (demo page), or curl -N 'http://localhost$${PGSSE_ADDR:-:8080}/events?topic=videos/*'"; \
+	sim=; trap '[ -n "$$sim" ] && kill $$sim 2>/dev/null' EXIT; \
+	if [ "$$PGSSE_DEMO" = true ]; then .pgdata/pgsse demo & sim=$$!; fi; \
+	.pgdata/pgsse serve
 
 test:
+	@scripts/deps.sh
 	@url="$$(scripts/pg.sh start .pgdata/test $(TEST_PG_PORT))" || exit 1; \
 	PGSSE_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...; \
 	status=$$?; scripts/pg.sh stop .pgdata/test; exit $$status
@@ -29,6 +38,10 @@ vet:
 # A longer run of the encoder's fuzz target than the seed corpus `make test` runs.
 fuzz:
 	$(GO) test ./sse -run '^$$' -fuzz FuzzMessage_AppendTo -fuzztime 60s
+
+# Refresh the README's screenshot of the demo page (taken by the browser test).
+screenshot:
+	$(MAKE) test TESTFLAGS="-run TestBrowser_LivePage ./" PGSSE_SCREENSHOT=$(CURDIR)/docs/demo.png
 
 db-stop:
 	scripts/pg.sh stop .pgdata/run

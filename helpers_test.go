@@ -67,10 +67,15 @@ func command(t *testing.T, dbURL string, env []string, args ...string) *exec.Cmd
 	return cmd
 }
 
-// startPgsse starts `pgsse serve` and waits until it is ready.
+// startPgsse starts `pgsse serve` on a free port and waits until it is ready.
 func startPgsse(t *testing.T, dbURL string, env ...string) *proc {
 	t.Helper()
-	port := freePort(t)
+	return startPgsseOn(t, freePort(t), dbURL, env...)
+}
+
+// startPgsseOn starts `pgsse serve` on port and waits until it is ready.
+func startPgsseOn(t *testing.T, port int, dbURL string, env ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = command(t, dbURL, append([]string{fmt.Sprintf("PGSSE_ADDR=127.0.0.1:%d", port)}, env...), "serve")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -108,6 +113,17 @@ func (p *proc) waitReady() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.t.Fatalf("pgsse not ready within 30s:\n%s", p.logs)
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.t.Fatal("pgsse did not exit within 20s of SIGTERM")
+	}
 }
 
 func (p *proc) signal(sig os.Signal) {

@@ -3,6 +3,7 @@
 //
 //	pgsse [serve] [flags]   run the service (default)
 //	pgsse migrate [flags]   apply the database migrations and exit
+//	pgsse demo [flags]      simulate uploads and processing, for the demo page
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -28,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"pgsse/db"
+	"pgsse/demo"
 	"pgsse/listener"
 	"pgsse/sse"
 )
@@ -35,6 +38,8 @@ import (
 var _ sse.History = (*db.Store)(nil)
 var _ listener.Log = (*db.Store)(nil)
 var _ listener.Sink = (*sse.Hub)(nil)
+var _ demo.States = (*db.Store)(nil)
+var _ demo.Writer = (*db.Store)(nil)
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
@@ -58,6 +63,8 @@ type config struct {
 	PollInterval time.Duration
 	LogLevel     string
 	LogFormat    string
+	CORSOrigins  []string
+	Demo         bool
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -78,15 +85,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return serve(ctx, cfg, log)
 	case "migrate":
 		return migrate(ctx, cfg, log)
+	case "demo":
+		return simulate(ctx, cfg, log)
 	default:
-		return fmt.Errorf("unknown command %q: use serve or migrate", cmd)
+		return fmt.Errorf("unknown command %q: use serve, migrate or demo", cmd)
 	}
 }
 
 func parseConfig(cmd string, args []string) (config, error) {
 	fs := flag.NewFlagSet("pgsse "+cmd, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate] [flags]\n\nEvery flag can also be set by the environment variable named after it.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo] [flags]\n\n"+
+			"  serve    stream events (the default)\n"+
+			"  migrate  apply the database migrations and exit\n"+
+			"  demo     simulate uploads and processing workers, for the demo page\n\n"+
+			"Every flag can also be set by the environment variable named after it.\n\n")
 		fs.PrintDefaults()
 	}
 	var cfg config
@@ -128,9 +141,25 @@ func parseConfig(cmd string, args []string) (config, error) {
 	dur(&cfg.PollInterval, "poll-interval", "PGSSE_POLL_INTERVAL", 2*time.Second, "safety poll of the log when no notification arrives")
 	str(&cfg.LogLevel, "log-level", "PGSSE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&cfg.LogFormat, "log-format", "PGSSE_LOG_FORMAT", "", "json or console (default: console on a terminal, json otherwise)")
+	var origins string
+	str(&origins, "cors-origins", "PGSSE_CORS_ORIGINS", "", "comma-separated origins allowed to stream cross-origin with credentials, e.g. https://app.example.com")
+	demoDefault := false
+	if v, ok := os.LookupEnv("PGSSE_DEMO"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("$PGSSE_DEMO=%q: want true or false", v))
+		}
+		demoDefault = b
+	}
+	fs.BoolVar(&cfg.Demo, "demo", demoDefault, "serve the live demo page at / ($PGSSE_DEMO)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	cors, err := parseOrigins(origins)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg.CORSOrigins = cors
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -138,6 +167,25 @@ func parseConfig(cmd string, args []string) (config, error) {
 		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// parseOrigins validates a comma-separated list of origins. A wildcard is
+// refused: streams carry credentials, and "*" with credentials would let any
+// site read them.
+func parseOrigins(list string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(list, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if o == "*" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, fmt.Errorf("$PGSSE_CORS_ORIGINS: %q is not an origin such as https://app.example.com (no wildcard, path or query)", o)
+		}
+		out = append(out, u.Scheme+"://"+u.Host)
+	}
+	return out, nil
 }
 
 func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
@@ -171,6 +219,22 @@ func migrate(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	defer store.Close()
 	return store.Migrate(ctx, migrationLog{log})
+}
+
+// simulate runs the demo's processing simulator until a signal.
+func simulate(ctx context.Context, cfg config, log zerolog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	store, err := db.Open(cfg.DatabaseURL, 4)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := migrateWithRetry(ctx, store, log); err != nil || ctx.Err() != nil {
+		return err
+	}
+	log.Info().Msg("demo simulator running")
+	return demo.NewSimulator(store, log).Run(ctx)
 }
 
 // migrationLog turns dbmate's progress lines into log lines.
@@ -214,6 +278,15 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = sse.HTTPErrorHandler
 	e.Use(middleware.Recover())
+	if len(cfg.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:     cfg.CORSOrigins,
+			AllowMethods:     []string{http.MethodGet, http.MethodHead},
+			AllowHeaders:     []string{"Last-Event-ID", "Authorization", "Cache-Control"},
+			AllowCredentials: true,
+			MaxAge:           600,
+		}))
+	}
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -234,6 +307,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 	streams.Register(e)
+	if cfg.Demo {
+		demo.Register(e, store)
+	}
 
 	srv := &http.Server{
 		Handler:           e,

@@ -11,13 +11,17 @@ import (
 	"pgsse/event"
 )
 
+// logHead is the SQL for the log position a reader starts from: the newest
+// committed id, or the horizon when everything has been pruned.
+const logHead = `greatest((SELECT max(id) FROM pgsse.events), (SELECT pruned_through FROM pgsse.horizon))`
+
 // Head returns the log position a new reader starts from: the newest committed
 // id, or the horizon when the log is empty. Every event committed later has a
 // higher id.
 func (s *Store) Head(ctx context.Context) (int64, error) {
 	var head int64
 	err := s.db.QueryRowContext(ctx, `
-		SELECT greatest((SELECT max(id) FROM pgsse.events), (SELECT pruned_through FROM pgsse.horizon))`).Scan(&head)
+		SELECT `+logHead).Scan(&head)
 	if err != nil {
 		return 0, fmt.Errorf("read log head: %w", err)
 	}

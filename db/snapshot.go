@@ -18,8 +18,7 @@ import (
 func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `
 		SELECT head.position, v.id, v.processing_status, v.updated_at
-		FROM (SELECT greatest((SELECT max(id) FROM pgsse.events),
-		                      (SELECT pruned_through FROM pgsse.horizon)) AS position) AS head
+		FROM (SELECT `+logHead+` AS position) AS head
 		LEFT JOIN videos v ON v.id = ANY($1::text[])
 		ORDER BY v.id`, pq.Array(videoIDs))
 	if err != nil {
