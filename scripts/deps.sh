@@ -8,7 +8,7 @@ need=()
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v curl >/dev/null || need+=(curl)
-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium fonts-liberation)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
