@@ -16,7 +16,7 @@ TESTFLAGS    ?=
 run:
 	@url="$${DATABASE_URL:-$$(scripts/pg.sh start .pgdata/run $(RUN_PG_PORT))}" || exit 1; \
 	$(GO) build -o .pgdata/pgsse . || exit 1; \
-	export DATABASE_URL="$$url" PGSSE_DEMO="$${PGSSE_DEMO:-true}"; \
+	export DATABASE_URL="$$url" PGSSE_DEMO="$${PGSSE_DEMO:-true}" PGSSE_AUTH_MODE="$${PGSSE_AUTH_MODE:-none}"; \
 	echo "pgsse: database $$DATABASE_URL"; \
 	echo "pgsse: open http://localhost$${PGSSE_ADDR:-:8080}/ (demo page), or curl -N 'http://localhost$${PGSSE_ADDR:-:8080}/events?topic=videos/*'"; \
 	sim=; trap '[ -n "$$sim" ] && kill $$sim 2>/dev/null' EXIT; \

@@ -14,10 +14,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +27,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"pgsse/auth"
 	"pgsse/db"
 	"pgsse/demo"
 	"pgsse/listener"
@@ -40,6 +39,7 @@ var _ listener.Log = (*db.Store)(nil)
 var _ listener.Sink = (*sse.Hub)(nil)
 var _ demo.States = (*db.Store)(nil)
 var _ demo.Writer = (*db.Store)(nil)
+var _ sse.Authorizer = (*auth.Verifier)(nil)
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
@@ -48,23 +48,6 @@ func main() {
 			os.Exit(1)
 		}
 	}
-}
-
-// config is every setting, from the environment, overridden by flags.
-type config struct {
-	DatabaseURL  string
-	Addr         string
-	Heartbeat    time.Duration
-	Retention    time.Duration
-	Drain        time.Duration
-	MaxTopics    int
-	Queue        int
-	WriteTimeout time.Duration
-	PollInterval time.Duration
-	LogLevel     string
-	LogFormat    string
-	CORSOrigins  []string
-	Demo         bool
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -90,102 +73,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown command %q: use serve, migrate or demo", cmd)
 	}
-}
-
-func parseConfig(cmd string, args []string) (config, error) {
-	fs := flag.NewFlagSet("pgsse "+cmd, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo] [flags]\n\n"+
-			"  serve    stream events (the default)\n"+
-			"  migrate  apply the database migrations and exit\n"+
-			"  demo     simulate uploads and processing workers, for the demo page\n\n"+
-			"Every flag can also be set by the environment variable named after it.\n\n")
-		fs.PrintDefaults()
-	}
-	var cfg config
-	var errs []error
-	str := func(p *string, name, env, def, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			def = v
-		}
-		fs.StringVar(p, name, def, usage+" ($"+env+")")
-	}
-	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Errorf("$%s=%q: want a positive duration such as 15s", env, v))
-			}
-			def = d
-		}
-		fs.DurationVar(p, name, def, usage+" ($"+env+")")
-	}
-	num := func(p *int, name, env string, def int, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				errs = append(errs, fmt.Errorf("$%s=%q: want a positive integer", env, v))
-			}
-			def = n
-		}
-		fs.IntVar(p, name, def, usage+" ($"+env+")")
-	}
-	str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL, e.g. postgres://user@host/db?sslmode=disable")
-	str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
-	dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
-	dur(&cfg.Retention, "retention", "PGSSE_RETENTION", 24*time.Hour, "how long events stay in the log for resuming clients")
-	dur(&cfg.Drain, "drain", "PGSSE_DRAIN", 10*time.Second, "on SIGTERM, window over which open streams are closed")
-	num(&cfg.MaxTopics, "max-topics", "PGSSE_MAX_TOPICS", 100, "topics per stream")
-	num(&cfg.Queue, "queue", "PGSSE_QUEUE", 1024, "events queued per stream before a slow client is dropped")
-	dur(&cfg.WriteTimeout, "write-timeout", "PGSSE_WRITE_TIMEOUT", 10*time.Second, "a write slower than this drops the stream")
-	dur(&cfg.PollInterval, "poll-interval", "PGSSE_POLL_INTERVAL", 2*time.Second, "safety poll of the log when no notification arrives")
-	str(&cfg.LogLevel, "log-level", "PGSSE_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&cfg.LogFormat, "log-format", "PGSSE_LOG_FORMAT", "", "json or console (default: console on a terminal, json otherwise)")
-	var origins string
-	str(&origins, "cors-origins", "PGSSE_CORS_ORIGINS", "", "comma-separated origins allowed to stream cross-origin with credentials, e.g. https://app.example.com")
-	demoDefault := false
-	if v, ok := os.LookupEnv("PGSSE_DEMO"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("$PGSSE_DEMO=%q: want true or false", v))
-		}
-		demoDefault = b
-	}
-	fs.BoolVar(&cfg.Demo, "demo", demoDefault, "serve the live demo page at / ($PGSSE_DEMO)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	cors, err := parseOrigins(origins)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	cfg.CORSOrigins = cors
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if cfg.DatabaseURL == "" {
-		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
-	}
-	return cfg, errors.Join(errs...)
-}
-
-// parseOrigins validates a comma-separated list of origins. A wildcard is
-// refused: streams carry credentials, and "*" with credentials would let any
-// site read them.
-func parseOrigins(list string) ([]string, error) {
-	var out []string
-	for _, o := range strings.Split(list, ",") {
-		o = strings.TrimSpace(o)
-		if o == "" {
-			continue
-		}
-		u, err := url.Parse(o)
-		if o == "*" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return nil, fmt.Errorf("$PGSSE_CORS_ORIGINS: %q is not an origin such as https://app.example.com (no wildcard, path or query)", o)
-		}
-		out = append(out, u.Scheme+"://"+u.Host)
-	}
-	return out, nil
 }
 
 func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
@@ -264,9 +151,22 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	defer logStore.Close()
 
+	authorizer, verifier, err := newAuthorizer(cfg, log)
+	if err != nil {
+		return err
+	}
+
 	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log})
 	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log}, logStore, hub)
 	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
+		Authorizer: authorizer,
+		Limits: sse.Limits{
+			MaxStreams:   cfg.MaxStreams,
+			PerIP:        cfg.MaxPerIP,
+			PerSubject:   cfg.MaxPerSubject,
+			ConnectRate:  cfg.ConnectRate,
+			ConnectBurst: cfg.ConnectBurst,
+		},
 		MaxTopics:    cfg.MaxTopics,
 		Heartbeat:    cfg.Heartbeat,
 		WriteTimeout: cfg.WriteTimeout,
@@ -277,6 +177,16 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = sse.HTTPErrorHandler
+	// The client address, for limits and logs: the peer's, or from
+	// X-Forwarded-For only when the peer is a trusted proxy.
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(cfg.TrustedProxies) > 0 {
+		trust := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, n := range cfg.TrustedProxies {
+			trust = append(trust, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
+	}
 	e.Use(middleware.Recover())
 	if len(cfg.CORSOrigins) > 0 {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
@@ -308,14 +218,14 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	})
 	streams.Register(e)
 	if cfg.Demo {
-		demo.Register(e, store)
+		demo.Register(e, store, authorizer)
 	}
 
 	srv := &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		// No WriteTimeout: streams set a deadline per write instead.
 	}
 	srv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
@@ -340,6 +250,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		migrated.Store(true)
 		g.Go(func() error { return store.RunPruner(work, cfg.Retention, time.Minute, log) })
+		if verifier != nil {
+			g.Go(func() error { return verifier.Run(work) })
+		}
 		return lst.Run(work)
 	})
 
@@ -369,6 +282,30 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	err = g.Wait()
 	log.Info().Msg("stopped")
 	return err
+}
+
+// newAuthorizer returns the JWT verifier (as the authorizer and, for its key
+// reloading, itself), or nothing at all with PGSSE_AUTH_MODE=none.
+func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifier, error) {
+	if cfg.AuthMode == "none" {
+		log.Warn().Msg("PGSSE_AUTH_MODE=none: anyone who can reach pgsse can watch every video. Local development only; never in production")
+		return nil, nil, nil
+	}
+	v, err := auth.New(auth.Config{
+		Secret:      []byte(cfg.JWTSecret),
+		KeyFile:     cfg.JWTKeyFile,
+		Issuer:      cfg.JWTIssuer,
+		Audience:    cfg.JWTAudience,
+		TopicsClaim: cfg.JWTTopicsClaim,
+		Cookie:      cfg.JWTCookie,
+		AllowQuery:  cfg.AllowQuery,
+		Leeway:      cfg.JWTLeeway,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, v, nil
 }
 
 // migrateWithRetry applies migrations, waiting for the database if it is not up

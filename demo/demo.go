@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"pgsse/db"
+	"pgsse/sse"
 )
 
 //go:embed static
@@ -31,13 +32,19 @@ type States interface {
 // pageVideos is how many videos the page lists.
 const pageVideos = 50
 
-// Register mounts the page at / and its state at /demo/state.
-func Register(e *echo.Echo, states States) {
+// Register mounts the page at / and its state at /demo/state. The state lists
+// every video, so with an authorizer it needs a token granting videos/*.
+func Register(e *echo.Echo, states States, authorizer sse.Authorizer) {
 	files, _ := fs.Sub(static, "static")
 	assets := http.FileServer(http.FS(files))
 	e.GET("/", echo.WrapHandler(assets))
 	e.GET("/static/*", echo.WrapHandler(http.StripPrefix("/static/", assets)))
 	e.GET("/demo/state", func(c echo.Context) error {
+		if authorizer != nil {
+			if _, err := authorizer.Authorize(c.Request(), []string{"videos/*"}); err != nil {
+				return err
+			}
+		}
 		position, videos, err := states.RecentVideos(c.Request().Context(), pageVideos)
 		if err != nil {
 			return echo.NewHTTPError(http.StatusServiceUnavailable, "database unavailable; retry shortly")

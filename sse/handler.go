@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -29,8 +30,27 @@ type History interface {
 	VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error)
 }
 
+// Authorizer decides who may stream which topics. It must be safe for
+// concurrent use.
+type Authorizer interface {
+	// Authorize checks r's credentials against the requested topics (topics or
+	// patterns). Its error should be a *RequestError (401 or 403).
+	Authorize(r *http.Request, topics []string) (Access, error)
+}
+
+// Access is what an authorized request may do.
+type Access struct {
+	Subject string    // counted against Limits.PerSubject; may be empty
+	Expires time.Time // the stream ends then, with auth.expired; zero: never
+}
+
 // HandlerConfig tunes a Handler.
 type HandlerConfig struct {
+	// Authorizer checks every stream request; nil lets everyone stream anything
+	// (PGSSE_AUTH_MODE=none).
+	Authorizer Authorizer
+	Limits     Limits
+
 	MaxTopics    int           // topics per stream
 	Heartbeat    time.Duration // idle time before a comment frame
 	WriteTimeout time.Duration // per write; a peer slower than this is dropped
@@ -42,9 +62,10 @@ type HandlerConfig struct {
 
 // Handler serves event streams. Mount it with Register.
 type Handler struct {
-	hub     *Hub
-	history History
-	cfg     HandlerConfig
+	hub       *Hub
+	history   History
+	cfg       HandlerConfig
+	admission *admission
 }
 
 // NewHandler returns a handler streaming from hub, replaying from history.
@@ -67,7 +88,7 @@ func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
 	if cfg.MaxQueryLen <= 0 {
 		cfg.MaxQueryLen = 8 << 10
 	}
-	return &Handler{hub: hub, history: history, cfg: cfg}
+	return &Handler{hub: hub, history: history, cfg: cfg, admission: newAdmission(cfg.Limits)}
 }
 
 // Register mounts the stream endpoints on e.
@@ -76,12 +97,14 @@ func (h *Handler) Register(e *echo.Echo) {
 	e.GET("/videos/:id/events", h.videoEvents)
 }
 
-// RequestError is a request refused before streaming: it becomes a 4xx with a
-// JSON body naming the parameter at fault and how to fix it.
+// RequestError is a request refused before streaming: it becomes a 4xx (or a
+// 503) with a JSON body naming the parameter at fault and how to fix it.
 type RequestError struct {
-	Status int
-	Param  string
-	Reason string
+	Status     int
+	Param      string
+	Reason     string
+	Topics     []string      // the topics refused, for a 403
+	RetryAfter time.Duration // sent as Retry-After when set
 }
 
 func (e *RequestError) Error() string { return e.Param + ": " + e.Reason }
@@ -95,7 +118,7 @@ func HTTPErrorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	body := map[string]string{}
+	body := map[string]any{}
 	status := http.StatusInternalServerError
 	var re *RequestError
 	var he *echo.HTTPError
@@ -103,6 +126,15 @@ func HTTPErrorHandler(err error, c echo.Context) {
 	case errors.As(err, &re):
 		status = re.Status
 		body["error"], body["param"] = re.Reason, re.Param
+		if len(re.Topics) > 0 {
+			body["topics"] = re.Topics
+		}
+		if re.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(int((re.RetryAfter+time.Second-1)/time.Second)))
+		}
+		if status == http.StatusUnauthorized {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="pgsse"`)
+		}
 	case errors.As(err, &he):
 		status = he.Code
 		body["error"] = fmt.Sprint(he.Message)
@@ -124,7 +156,7 @@ type request struct {
 }
 
 func (h *Handler) events(c echo.Context) error {
-	q, err := h.parseQuery(c, "topic", "last_event_id")
+	q, err := h.parseQuery(c, "topic", "last_event_id", "access_token")
 	if err != nil {
 		return err
 	}
@@ -139,7 +171,7 @@ func (h *Handler) events(c echo.Context) error {
 }
 
 func (h *Handler) videoEvents(c echo.Context) error {
-	q, err := h.parseQuery(c, "last_event_id")
+	q, err := h.parseQuery(c, "last_event_id", "access_token")
 	if err != nil {
 		return err
 	}
@@ -248,7 +280,54 @@ func truncate(s string) string {
 	return s
 }
 
+// admit applies the limits and the authorizer, cheapest first.
+func (h *Handler) admit(c echo.Context, req request) (Access, func(), error) {
+	ip := c.RealIP()
+	if err := h.admission.allowConnect(ip, time.Now()); err != nil {
+		return Access{}, nil, h.refused(c, err)
+	}
+	var access Access
+	if h.cfg.Authorizer != nil {
+		topics := make([]string, len(req.topics))
+		for i, t := range req.topics {
+			topics[i] = t.String()
+		}
+		var err error
+		if access, err = h.cfg.Authorizer.Authorize(c.Request(), topics); err != nil {
+			return Access{}, nil, h.refused(c, err)
+		}
+	}
+	release, rerr := h.admission.acquire(ip, access.Subject)
+	if rerr != nil {
+		return Access{}, nil, h.refused(c, rerr)
+	}
+	return access, release, nil
+}
+
+// refused logs a stream refused for its credentials or a limit: one line, with
+// the reason, never the credentials.
+func (h *Handler) refused(c echo.Context, err error) error {
+	ev := h.cfg.Logger.Info()
+	var re *RequestError
+	if errors.As(err, &re) {
+		if re.Status == http.StatusTooManyRequests || re.Status == http.StatusServiceUnavailable {
+			ev = h.cfg.Logger.Warn()
+		}
+		ev = ev.Int("status", re.Status).Str("param", re.Param).Str("reason", re.Reason)
+	} else {
+		ev = ev.Err(err)
+	}
+	ev.Str("remote", c.RealIP()).Msg("stream refused")
+	return err
+}
+
 func (h *Handler) stream(c echo.Context, req request) error {
+	access, release, err := h.admit(c, req)
+	if err != nil {
+		return err
+	}
+	defer release()
+
 	w := c.Response()
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -260,7 +339,11 @@ func (h *Handler) stream(c echo.Context, req request) error {
 	for i, t := range req.topics {
 		topics[i] = t.String()
 	}
-	log := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.Request().RemoteAddr).Logger()
+	logCtx := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.RealIP())
+	if access.Subject != "" {
+		logCtx = logCtx.Str("subject", access.Subject)
+	}
+	log := logCtx.Logger()
 	start := time.Now()
 	ev := log.Info()
 	if req.resume {
@@ -278,6 +361,11 @@ func (h *Handler) stream(c echo.Context, req request) error {
 		heartbeat: time.NewTimer(h.cfg.Heartbeat),
 	}
 	defer st.heartbeat.Stop()
+	if !access.Expires.IsZero() {
+		expiry := time.NewTimer(time.Until(access.Expires))
+		defer expiry.Stop()
+		st.expired = expiry.C
+	}
 	reason := st.run()
 	// Clear the deadline: the connection may serve other requests after this one.
 	_ = st.rc.SetWriteDeadline(time.Time{})

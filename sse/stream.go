@@ -18,8 +18,9 @@ import (
 const maxBatchBytes = 64 << 10
 
 var (
-	kindReset = MustEventType("stream.reset")
-	errEnded  = errors.New("stream ended")
+	kindReset   = MustEventType("stream.reset")
+	kindExpired = MustEventType("auth.expired")
+	errEnded    = errors.New("stream ended")
 )
 
 // stream is one client's stream, from the first write to the last. One goroutine,
@@ -32,6 +33,7 @@ type stream struct {
 	req       request
 	log       zerolog.Logger
 	heartbeat *time.Timer
+	expired   <-chan time.Time // fires when the token expires; nil: never
 
 	sub    *Subscriber
 	last   int64     // highest id written or skipped past; later frames at or below it are dropped
@@ -78,6 +80,8 @@ func (st *stream) waitStarted() error {
 			return st.end(EndDraining)
 		case <-st.ctx.Done():
 			return st.end(EndClientGone)
+		case <-st.expired:
+			return st.authExpired()
 		case <-st.heartbeat.C:
 			if err := st.send(heartbeat); err != nil {
 				return err
@@ -120,6 +124,17 @@ func (st *stream) begin() error {
 		st.last = after
 		return nil
 	}
+}
+
+// authExpired tells the client its token has expired, then ends the stream: a
+// revoked grant does not outlive the token that carried it.
+func (st *stream) authExpired() error {
+	data, _ := json.Marshal(map[string]any{
+		"kind": kindExpired.s,
+		"data": map[string]any{"reason": "token expired; reconnect with a fresh token"},
+	})
+	_ = st.send((&Message{Type: kindExpired, Data: data}).AppendTo(nil))
+	return st.end(EndAuthExpired)
 }
 
 // reset tells the client its position is gone, then sends fresh snapshots.
@@ -255,6 +270,8 @@ func (st *stream) live() error {
 		select {
 		case <-st.ctx.Done():
 			return st.end(EndClientGone)
+		case <-st.expired:
+			return st.authExpired()
 		case <-st.sub.Done():
 			if st.sub.Reason() == EndDraining {
 				// A fresh, jittered delay: the drained clients come back spread
@@ -360,6 +377,8 @@ func (st *stream) waitRetry(wait *time.Timer) error {
 			return nil
 		case <-st.ctx.Done():
 			return st.end(EndClientGone)
+		case <-st.expired:
+			return st.authExpired()
 		case <-done:
 			return st.end(st.sub.Reason())
 		case <-st.heartbeat.C:

@@ -12,12 +12,12 @@ type EndReason string
 
 // End reasons.
 const (
-	EndClientGone    EndReason = "client_gone"
-	EndOverflow      EndReason = "queue_overflow" // too slow: the client resumes from its last id
-	EndWriteFailed   EndReason = "write_failed"   // write error or write deadline passed
-	EndDraining      EndReason = "draining"       // the process is shutting down; reconnect elsewhere
-	EndShutdown      EndReason = "shutdown"
-	EndDBUnavailable EndReason = "db_unavailable"
+	EndClientGone  EndReason = "client_gone"
+	EndOverflow    EndReason = "queue_overflow" // too slow: the client resumes from its last id
+	EndWriteFailed EndReason = "write_failed"   // write error or write deadline passed
+	EndDraining    EndReason = "draining"       // the process is shutting down; reconnect elsewhere
+	EndShutdown    EndReason = "shutdown"
+	EndAuthExpired EndReason = "auth_expired"
 )
 
 // frame is one event encoded once, shared by every subscriber that receives it.

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting, from the environment, overridden by flags.
+type config struct {
+	DatabaseURL  string
+	Addr         string
+	Heartbeat    time.Duration
+	Retention    time.Duration
+	Drain        time.Duration
+	MaxTopics    int
+	Queue        int
+	WriteTimeout time.Duration
+	PollInterval time.Duration
+	LogLevel     string
+	LogFormat    string
+	CORSOrigins  []string
+	Demo         bool
+
+	AuthMode       string // "jwt" or "none"
+	JWTSecret      secret
+	JWTKeyFile     string
+	JWTIssuer      string
+	JWTAudience    string
+	JWTTopicsClaim string
+	JWTCookie      string
+	JWTLeeway      time.Duration
+	AllowQuery     bool
+
+	MaxStreams     int
+	MaxPerIP       int
+	MaxPerSubject  int
+	ConnectRate    float64
+	ConnectBurst   int
+	TrustedProxies []*net.IPNet
+	MaxHeaderBytes int
+}
+
+// secret is a flag value that never prints itself (not in --help, not in logs).
+type secret string
+
+func (s *secret) String() string {
+	if s == nil || *s == "" {
+		return ""
+	}
+	return "(set)"
+}
+
+func (s *secret) Set(v string) error { *s = secret(v); return nil }
+
+// flags binds each setting to a flag whose default comes from its environment
+// variable, collecting malformed values.
+type flags struct {
+	fs   *flag.FlagSet
+	errs []error
+}
+
+func (f *flags) env(name string) (string, bool) { return os.LookupEnv(name) }
+
+func (f *flags) str(p *string, name, env, def, usage string) {
+	if v, ok := f.env(env); ok {
+		def = v
+	}
+	f.fs.StringVar(p, name, def, usage+" ($"+env+")")
+}
+
+func (f *flags) secret(p *secret, name, env, usage string) {
+	if v, ok := f.env(env); ok {
+		*p = secret(v)
+	}
+	f.fs.Var(p, name, usage+" ($"+env+"; prefer the variable: flags show in ps)")
+}
+
+func (f *flags) dur(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v, ok := f.env(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q: want a duration such as 15s", env, v))
+		}
+		def = d
+	}
+	f.fs.DurationVar(p, name, def, usage+" ($"+env+")")
+}
+
+func (f *flags) num(p *int, name, env string, def int, usage string) {
+	if v, ok := f.env(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q: want a non-negative integer", env, v))
+		}
+		def = n
+	}
+	f.fs.IntVar(p, name, def, usage+" ($"+env+")")
+}
+
+func (f *flags) float(p *float64, name, env string, def float64, usage string) {
+	if v, ok := f.env(env); ok {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || n < 0 {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q: want a non-negative number", env, v))
+		}
+		def = n
+	}
+	f.fs.Float64Var(p, name, def, usage+" ($"+env+")")
+}
+
+func (f *flags) boolean(p *bool, name, env string, def bool, usage string) {
+	if v, ok := f.env(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q: want true or false", env, v))
+		}
+		def = b
+	}
+	f.fs.BoolVar(p, name, def, usage+" ($"+env+")")
+}
+
+func parseConfig(cmd string, args []string) (config, error) {
+	fs := flag.NewFlagSet("pgsse "+cmd, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo] [flags]\n\n"+
+			"  serve    stream events (the default)\n"+
+			"  migrate  apply the database migrations and exit\n"+
+			"  demo     simulate uploads and processing workers, for the demo page\n\n"+
+			"Every flag can also be set by the environment variable named after it.\n\n")
+		fs.PrintDefaults()
+	}
+	var cfg config
+	var origins, proxies string
+	f := &flags{fs: fs}
+	f.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL, e.g. postgres://user@host/db?sslmode=disable")
+	f.str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
+	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
+	f.dur(&cfg.Retention, "retention", "PGSSE_RETENTION", 24*time.Hour, "how long events stay in the log for resuming clients")
+	f.dur(&cfg.Drain, "drain", "PGSSE_DRAIN", 10*time.Second, "on SIGTERM, window over which open streams are closed")
+	f.num(&cfg.MaxTopics, "max-topics", "PGSSE_MAX_TOPICS", 100, "topics per stream")
+	f.num(&cfg.Queue, "queue", "PGSSE_QUEUE", 1024, "events queued per stream before a slow client is dropped")
+	f.dur(&cfg.WriteTimeout, "write-timeout", "PGSSE_WRITE_TIMEOUT", 10*time.Second, "a write slower than this drops the stream")
+	f.dur(&cfg.PollInterval, "poll-interval", "PGSSE_POLL_INTERVAL", 2*time.Second, "safety poll of the log when no notification arrives")
+	f.str(&cfg.LogLevel, "log-level", "PGSSE_LOG_LEVEL", "info", "debug, info, warn or error")
+	f.str(&cfg.LogFormat, "log-format", "PGSSE_LOG_FORMAT", "", "json or console (default: console on a terminal, json otherwise)")
+	f.str(&origins, "cors-origins", "PGSSE_CORS_ORIGINS", "", "comma-separated origins allowed to stream cross-origin with credentials, e.g. https://app.example.com")
+	f.boolean(&cfg.Demo, "demo", "PGSSE_DEMO", false, "serve the live demo page at /")
+
+	f.str(&cfg.AuthMode, "auth-mode", "PGSSE_AUTH_MODE", "jwt", "jwt, or none for local development (anyone may watch anything)")
+	f.secret(&cfg.JWTSecret, "jwt-secret", "PGSSE_JWT_SECRET", "HMAC secret for HS256/384/512 tokens, at least 32 bytes")
+	f.str(&cfg.JWTKeyFile, "jwt-key-file", "PGSSE_JWT_KEY_FILE", "", "PEM public key(s) or JWKS file for RS*/PS*/ES*/EdDSA tokens; reloaded when it changes")
+	f.str(&cfg.JWTIssuer, "jwt-issuer", "PGSSE_JWT_ISSUER", "", "required iss, when set")
+	f.str(&cfg.JWTAudience, "jwt-audience", "PGSSE_JWT_AUDIENCE", "", "required aud, when set")
+	f.str(&cfg.JWTTopicsClaim, "jwt-topics-claim", "PGSSE_JWT_TOPICS_CLAIM", "pgsse.topics", "dotted path of the claim listing the topic patterns a token grants")
+	f.str(&cfg.JWTCookie, "jwt-cookie", "PGSSE_JWT_COOKIE", "pgsse_token", "cookie that may carry the token")
+	f.dur(&cfg.JWTLeeway, "jwt-leeway", "PGSSE_JWT_LEEWAY", 30*time.Second, "clock skew allowed for nbf and iat")
+	f.boolean(&cfg.AllowQuery, "allow-query-token", "PGSSE_ALLOW_QUERY_TOKEN", false, "accept ?access_token= (it ends up in proxies' access logs)")
+
+	f.num(&cfg.MaxStreams, "max-streams", "PGSSE_MAX_STREAMS", 20000, "streams in this process; past it new ones get 503 (0: no limit)")
+	f.num(&cfg.MaxPerIP, "max-streams-per-ip", "PGSSE_MAX_STREAMS_PER_IP", 100, "concurrent streams per client IP (0: no limit)")
+	f.num(&cfg.MaxPerSubject, "max-streams-per-subject", "PGSSE_MAX_STREAMS_PER_SUBJECT", 20, "concurrent streams per token subject (0: no limit)")
+	f.float(&cfg.ConnectRate, "connect-rate", "PGSSE_CONNECT_RATE", 10, "new streams per second per client IP (0: no limit)")
+	f.num(&cfg.ConnectBurst, "connect-burst", "PGSSE_CONNECT_BURST", 20, "new streams a client IP may open at once before the rate applies")
+	f.str(&proxies, "trusted-proxies", "PGSSE_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
+	f.num(&cfg.MaxHeaderBytes, "max-header-bytes", "PGSSE_MAX_HEADER_BYTES", 16<<10, "request line and headers, in bytes")
+
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	errs := f.errs
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	if cfg.DatabaseURL == "" {
+		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
+	}
+	var err error
+	if cfg.CORSOrigins, err = parseOrigins(origins); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.TrustedProxies, err = parseCIDRs(proxies); err != nil {
+		errs = append(errs, err)
+	}
+	switch cfg.AuthMode {
+	case "none":
+	case "jwt":
+		if cmd == "serve" && cfg.JWTSecret == "" && cfg.JWTKeyFile == "" {
+			errs = append(errs, errors.New("PGSSE_AUTH_MODE=jwt needs a key: set PGSSE_JWT_SECRET or PGSSE_JWT_KEY_FILE (or PGSSE_AUTH_MODE=none for local development only)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("$PGSSE_AUTH_MODE=%q: use jwt or none", cfg.AuthMode))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// parseOrigins validates a comma-separated list of origins. A wildcard is
+// refused: streams carry credentials, and "*" with credentials would let any
+// site read them.
+func parseOrigins(list string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(list, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if o == "*" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, fmt.Errorf("$PGSSE_CORS_ORIGINS: %q is not an origin such as https://app.example.com (no wildcard, path or query)", o)
+		}
+		out = append(out, u.Scheme+"://"+u.Host)
+	}
+	return out, nil
+}
+
+// parseCIDRs parses a comma-separated list of CIDRs or single addresses.
+func parseCIDRs(list string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
+				s += "/32"
+			} else {
+				s += "/128"
+			}
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("$PGSSE_TRUSTED_PROXIES: %q is not a CIDR such as 10.0.0.0/8", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
