@@ -182,10 +182,19 @@ type stream struct {
 // open starts a stream at url; lastID, when not empty, is sent as Last-Event-ID.
 func open(t *testing.T, url, lastID string) *stream {
 	t.Helper()
+	return openWith(t, url, lastID)
+}
+
+// openWith is open with extra request headers, given as name, value pairs.
+func openWith(t *testing.T, url, lastID string, header ...string) *stream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
