@@ -297,6 +297,23 @@ func TestAuth_Limits(t *testing.T) {
 			t.Error("no log line for the refusal")
 		}
 	})
+	t.Run("TrustedProxy", func(t *testing.T) {
+		// Behind a trusted proxy the limit is per forwarded client; from anyone
+		// else X-Forwarded-For is ignored.
+		from := func(ip, sub string) []string { return append(tokenFor(sub), "X-Forwarded-For", ip) }
+		p := startPgsse(t, url, append(k.env(), "PGSSE_MAX_STREAMS_PER_IP=1", "PGSSE_TRUSTED_PROXIES=127.0.0.1/32")...)
+		openWith(t, p.URL+target, "", from("203.0.113.1", "u1")...)
+		wantRefused(t, get(t, p.URL+target, from("203.0.113.1", "u2")...), 429)
+		other := get(t, p.URL+target, from("203.0.113.2", "u3")...)
+		other.Body.Close()
+		if other.StatusCode != http.StatusOK {
+			t.Errorf("another forwarded client got %d, want 200", other.StatusCode)
+		}
+
+		untrusted := startPgsse(t, url, append(k.env(), "PGSSE_MAX_STREAMS_PER_IP=1")...)
+		openWith(t, untrusted.URL+target, "", from("203.0.113.1", "u1")...)
+		wantRefused(t, get(t, untrusted.URL+target, from("203.0.113.9", "u2")...), 429)
+	})
 	t.Run("PerSubject", func(t *testing.T) {
 		p := startPgsse(t, url, append(k.env(), "PGSSE_MAX_STREAMS_PER_SUBJECT=1")...)
 		a := openWith(t, p.URL+target, "", tokenFor("same")...)
