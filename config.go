@@ -45,6 +45,8 @@ type config struct {
 	ConnectBurst   int
 	TrustedProxies []*net.IPNet
 	MaxHeaderBytes int
+	AdminAddr      string
+	Migrate        bool
 }
 
 // secret is a flag value that never prints itself (not in --help, not in logs).
@@ -129,10 +131,11 @@ func (f *flags) boolean(p *bool, name, env string, def bool, usage string) {
 func parseConfig(cmd string, args []string) (config, error) {
 	fs := flag.NewFlagSet("pgsse "+cmd, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo] [flags]\n\n"+
-			"  serve    stream events (the default)\n"+
-			"  migrate  apply the database migrations and exit\n"+
-			"  demo     simulate uploads and processing workers, for the demo page\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo|healthcheck] [flags]\n\n"+
+			"  serve        stream events (the default)\n"+
+			"  migrate      apply the database migrations and exit\n"+
+			"  demo         simulate uploads and processing workers, for the demo page\n"+
+			"  healthcheck  exit 0 if this container's pgsse answers /readyz with 200\n\n"+
 			"Every flag can also be set by the environment variable named after it.\n\n")
 		fs.PrintDefaults()
 	}
@@ -170,6 +173,8 @@ func parseConfig(cmd string, args []string) (config, error) {
 	f.num(&cfg.ConnectBurst, "connect-burst", "PGSSE_CONNECT_BURST", 20, "new streams a client IP may open at once before the rate applies")
 	f.str(&proxies, "trusted-proxies", "PGSSE_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	f.num(&cfg.MaxHeaderBytes, "max-header-bytes", "PGSSE_MAX_HEADER_BYTES", 16<<10, "request line and headers, in bytes")
+	f.str(&cfg.AdminAddr, "admin-addr", "PGSSE_ADMIN_ADDR", "", "serve /metrics (and /healthz, /readyz) here instead of on the main address, e.g. :9090")
+	f.boolean(&cfg.Migrate, "migrate", "PGSSE_MIGRATE", true, "apply migrations at start; false: wait for `pgsse migrate` to have done it")
 
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -178,7 +183,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
-	if cfg.DatabaseURL == "" {
+	if cfg.DatabaseURL == "" && cmd != "healthcheck" {
 		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
 	}
 	var err error

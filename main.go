@@ -4,6 +4,7 @@
 //	pgsse [serve] [flags]   run the service (default)
 //	pgsse migrate [flags]   apply the database migrations and exit
 //	pgsse demo [flags]      simulate uploads and processing, for the demo page
+//	pgsse healthcheck       exit 0 if the local pgsse is ready (for images with no shell)
 package main
 
 import (
@@ -17,29 +18,26 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
-	"pgsse/auth"
 	"pgsse/db"
 	"pgsse/demo"
 	"pgsse/listener"
 	"pgsse/sse"
 )
 
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
 var _ sse.History = (*db.Store)(nil)
 var _ listener.Log = (*db.Store)(nil)
 var _ listener.Sink = (*sse.Hub)(nil)
 var _ demo.States = (*db.Store)(nil)
 var _ demo.Writer = (*db.Store)(nil)
-var _ sse.Authorizer = (*auth.Verifier)(nil)
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
@@ -70,8 +68,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return migrate(ctx, cfg, log)
 	case "demo":
 		return simulate(ctx, cfg, log)
+	case "healthcheck":
+		return healthcheck(cfg)
 	default:
-		return fmt.Errorf("unknown command %q: use serve, migrate or demo", cmd)
+		return fmt.Errorf("unknown command %q: use serve, migrate, demo or healthcheck", cmd)
 	}
 }
 
@@ -108,6 +108,27 @@ func migrate(ctx context.Context, cfg config, log zerolog.Logger) error {
 	return store.Migrate(ctx, migrationLog{log})
 }
 
+// healthcheck asks the pgsse listening on this host's PGSSE_ADDR for /readyz.
+func healthcheck(cfg config) error {
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: PGSSE_ADDR %q: %w", cfg.Addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/readyz")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /readyz answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // simulate runs the demo's processing simulator until a signal.
 func simulate(ctx context.Context, cfg config, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -132,180 +153,6 @@ func (m migrationLog) Write(p []byte) (int, error) {
 		m.log.Info().Str("dbmate", line).Msg("migration")
 	}
 	return len(p), nil
-}
-
-func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
-	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stopSignals()
-
-	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	// The listener reads on a pool of its own: clients waiting for snapshots and
-	// replays must never delay the live events everyone is waiting for.
-	logStore, err := db.Open(cfg.DatabaseURL, 2)
-	if err != nil {
-		return err
-	}
-	defer logStore.Close()
-
-	authorizer, verifier, err := newAuthorizer(cfg, log)
-	if err != nil {
-		return err
-	}
-
-	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log})
-	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log}, logStore, hub)
-	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
-		Authorizer: authorizer,
-		Limits: sse.Limits{
-			MaxStreams:   cfg.MaxStreams,
-			PerIP:        cfg.MaxPerIP,
-			PerSubject:   cfg.MaxPerSubject,
-			ConnectRate:  cfg.ConnectRate,
-			ConnectBurst: cfg.ConnectBurst,
-		},
-		MaxTopics:    cfg.MaxTopics,
-		Heartbeat:    cfg.Heartbeat,
-		WriteTimeout: cfg.WriteTimeout,
-		Logger:       log,
-	})
-
-	var migrated, draining atomic.Bool
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = sse.HTTPErrorHandler
-	// The client address, for limits and logs: the peer's, or from
-	// X-Forwarded-For only when the peer is a trusted proxy.
-	e.IPExtractor = echo.ExtractIPDirect()
-	if len(cfg.TrustedProxies) > 0 {
-		trust := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-		for _, n := range cfg.TrustedProxies {
-			trust = append(trust, echo.TrustIPRange(n))
-		}
-		e.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
-	}
-	e.Use(middleware.Recover())
-	if len(cfg.CORSOrigins) > 0 {
-		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
-			AllowOrigins:     cfg.CORSOrigins,
-			AllowMethods:     []string{http.MethodGet, http.MethodHead},
-			AllowHeaders:     []string{"Last-Event-ID", "Authorization", "Cache-Control"},
-			AllowCredentials: true,
-			MaxAge:           600,
-		}))
-	}
-	e.GET("/healthz", func(c echo.Context) error {
-		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-	})
-	e.GET("/readyz", func(c echo.Context) error {
-		var waiting []string
-		if !migrated.Load() {
-			waiting = append(waiting, "migrations")
-		}
-		if !lst.Connected() {
-			waiting = append(waiting, "listener")
-		}
-		if draining.Load() {
-			waiting = append(waiting, "draining")
-		}
-		if len(waiting) > 0 {
-			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "waiting_for": waiting})
-		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-	})
-	streams.Register(e)
-	if cfg.Demo {
-		demo.Register(e, store, authorizer)
-	}
-
-	srv := &http.Server{
-		Handler:           e,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		// No WriteTimeout: streams set a deadline per write instead.
-	}
-	srv.RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	log.Info().Str("addr", ln.Addr().String()).Msg("pgsse serving")
-
-	work, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
-	g, work := errgroup.WithContext(work)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve http: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := migrateWithRetry(work, store, log); err != nil {
-			return err
-		}
-		migrated.Store(true)
-		g.Go(func() error { return store.RunPruner(work, cfg.Retention, time.Minute, log) })
-		if verifier != nil {
-			g.Go(func() error { return verifier.Run(work) })
-		}
-		return lst.Run(work)
-	})
-
-	select {
-	case <-ctx.Done():
-	case <-work.Done(): // a component failed
-		_ = srv.Close()
-		hub.Close()
-		return g.Wait()
-	}
-
-	// SIGTERM: fail readiness, close streams spread over the drain window, then
-	// stop. A second signal cuts the drain short.
-	log.Info().Dur("drain_ms", cfg.Drain).Int("streams", hub.Len()).Msg("draining")
-	draining.Store(true)
-	stopSignals()
-	again, stopAgain := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stopAgain()
-	hub.Drain(again.Done(), cfg.Drain)
-
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		_ = srv.Close()
-	}
-	stopWork()
-	err = g.Wait()
-	log.Info().Msg("stopped")
-	return err
-}
-
-// newAuthorizer returns the JWT verifier (as the authorizer and, for its key
-// reloading, itself), or nothing at all with PGSSE_AUTH_MODE=none.
-func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifier, error) {
-	if cfg.AuthMode == "none" {
-		log.Warn().Msg("PGSSE_AUTH_MODE=none: anyone who can reach pgsse can watch every video. Local development only; never in production")
-		return nil, nil, nil
-	}
-	v, err := auth.New(auth.Config{
-		Secret:      []byte(cfg.JWTSecret),
-		KeyFile:     cfg.JWTKeyFile,
-		Issuer:      cfg.JWTIssuer,
-		Audience:    cfg.JWTAudience,
-		TopicsClaim: cfg.JWTTopicsClaim,
-		Cookie:      cfg.JWTCookie,
-		AllowQuery:  cfg.AllowQuery,
-		Leeway:      cfg.JWTLeeway,
-		Logger:      log,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, v, nil
 }
 
 // migrateWithRetry applies migrations, waiting for the database if it is not up

@@ -138,6 +138,12 @@ func TestMigrate(t *testing.T) {
 		if strings.Contains(log.String(), "Applying:") {
 			t.Errorf("second migrate applied again:\n%s", log.String())
 		}
+		if ok, err := mustOpen(t, url).MigrationsApplied(context.Background()); !ok || err != nil {
+			t.Errorf("MigrationsApplied = %v, %v after migrating", ok, err)
+		}
+		if ok, _ := mustOpen(t, dbtest.NewEmpty(t)).MigrationsApplied(context.Background()); ok {
+			t.Error("MigrationsApplied = true on an empty database")
+		}
 	})
 }
 

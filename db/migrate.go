@@ -5,6 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"io/fs"
+	"strings"
+
+	"github.com/lib/pq"
 	"net/url"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
@@ -58,4 +62,25 @@ func unlockMigrations(conn *sql.Conn) {
 	// A fresh context: the caller's may be done, and the lock must not outlive
 	// this run on a pooled connection.
 	_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(1885827955, 2)")
+}
+
+// MigrationsApplied reports whether every embedded migration has been applied.
+func (s *Store) MigrationsApplied(ctx context.Context) (bool, error) {
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return false, fmt.Errorf("list migrations: %w", err)
+	}
+	versions := make([]string, len(files))
+	for i, f := range files {
+		versions[i] = strings.SplitN(f, "_", 2)[0]
+	}
+	var missing int
+	err = s.db.QueryRowContext(ctx, `
+		SELECT count(*) FROM unnest($1::text[]) AS v(version)
+		WHERE NOT EXISTS (SELECT 1 FROM pgsse.schema_migrations m WHERE m.version = v.version)`,
+		pq.Array(versions)).Scan(&missing)
+	if err != nil {
+		return false, fmt.Errorf("check migrations: %w", err)
+	}
+	return missing == 0, nil
 }

@@ -50,8 +50,9 @@ type Config struct {
 	// doorbell rings. Zero disables it (tests do, to prove the doorbell works).
 	PollInterval time.Duration
 	// Batch is the number of events read per query.
-	Batch  int
-	Logger zerolog.Logger
+	Batch   int
+	Logger  zerolog.Logger
+	Metrics *Metrics // nil: kept, not exported
 }
 
 // Listener reads the log and feeds a Sink. Create it with New and run it with Run.
@@ -67,6 +68,9 @@ type Listener struct {
 func New(cfg Config, log Log, sink Sink) *Listener {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 1000
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Listener{cfg: cfg, log: log, sink: sink}
 }
@@ -102,7 +106,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		stop()
 		_ = pql.Close()
 		wg.Wait()
-		l.connected.Store(false)
+		l.setConnected(false)
 	}()
 
 	if err := pql.Listen(Channel); err != nil {
@@ -188,6 +192,7 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 		for _, r := range raws {
 			ev, err := event.Decode(r)
 			if err != nil {
+				l.cfg.Metrics.Undecodable.Inc()
 				l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
 				continue
 			}
@@ -195,10 +200,12 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 		}
 		if len(events) > 0 {
 			l.sink.Publish(events)
+			l.cfg.Metrics.EventsRead.Add(float64(len(events)))
 		}
 		if len(raws) > 0 {
 			*cursor = raws[len(raws)-1].ID
 			l.cursor.Store(*cursor)
+			l.cfg.Metrics.Cursor.Set(float64(*cursor))
 		}
 		if len(raws) < l.cfg.Batch {
 			return nil
@@ -209,17 +216,27 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 func (l *Listener) onEvent(ev pq.ListenerEventType, err error) {
 	switch ev {
 	case pq.ListenerEventConnected, pq.ListenerEventReconnected:
-		l.connected.Store(true)
+		l.setConnected(true)
 		if ev == pq.ListenerEventReconnected {
+			l.cfg.Metrics.Reconnects.Inc()
 			l.cfg.Logger.Info().Msg("listener reconnected; re-reading the log")
 		}
 	case pq.ListenerEventDisconnected:
-		l.connected.Store(false)
+		l.setConnected(false)
 		l.cfg.Logger.Warn().Err(err).Msg("listener disconnected")
 	case pq.ListenerEventConnectionAttemptFailed:
-		l.connected.Store(false)
+		l.setConnected(false)
 		if !errors.Is(err, context.Canceled) {
 			l.cfg.Logger.Debug().Err(err).Msg("listener connection attempt failed")
 		}
+	}
+}
+
+func (l *Listener) setConnected(up bool) {
+	l.connected.Store(up)
+	if up {
+		l.cfg.Metrics.Connected.Set(1)
+	} else {
+		l.cfg.Metrics.Connected.Set(0)
 	}
 }

@@ -58,6 +58,7 @@ type HandlerConfig struct {
 	ReplayBatch  int           // events per log read when replaying
 	MaxQueryLen  int           // bytes of query string
 	Logger       zerolog.Logger
+	Metrics      *Metrics // nil: kept, not exported
 }
 
 // Handler serves event streams. Mount it with Register.
@@ -87,6 +88,9 @@ func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
 	}
 	if cfg.MaxQueryLen <= 0 {
 		cfg.MaxQueryLen = 8 << 10
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Handler{hub: hub, history: history, cfg: cfg, admission: newAdmission(cfg.Limits)}
 }
@@ -314,6 +318,7 @@ func (h *Handler) refused(c echo.Context, err error) error {
 			ev = h.cfg.Logger.Warn()
 		}
 		ev = ev.Int("status", re.Status).Str("param", re.Param).Str("reason", re.Reason)
+		h.cfg.Metrics.StreamsRefused.WithLabelValues(strconv.Itoa(re.Status)).Inc()
 	} else {
 		ev = ev.Err(err)
 	}
@@ -366,7 +371,12 @@ func (h *Handler) stream(c echo.Context, req request) error {
 		defer expiry.Stop()
 		st.expired = expiry.C
 	}
+	m := h.cfg.Metrics
+	m.StreamsOpened.Inc()
+	m.StreamsOpen.Inc()
 	reason := st.run()
+	m.StreamsOpen.Dec()
+	m.StreamsClosed.WithLabelValues(string(reason)).Inc()
 	// Clear the deadline: the connection may serve other requests after this one.
 	_ = st.rc.SetWriteDeadline(time.Time{})
 	log.Info().Dur("duration_ms", time.Since(start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")

@@ -32,6 +32,7 @@ type HubConfig struct {
 	HistoryLen   int
 	HistoryBytes int
 	Logger       zerolog.Logger
+	Metrics      *Metrics // nil: kept, not exported
 }
 
 // Hub fans events out to subscribers by topic. It is safe for concurrent use.
@@ -60,6 +61,9 @@ func NewHub(cfg HubConfig) *Hub {
 	}
 	if cfg.HistoryBytes <= 0 {
 		cfg.HistoryBytes = 16 << 20
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Hub{
 		cfg:      cfg,
@@ -145,6 +149,7 @@ func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
 		case s.queue <- f:
 			s.queued = f.id
 		default:
+			h.cfg.Metrics.Evictions.Inc()
 			h.end(s, EndOverflow)
 		}
 	}

@@ -99,6 +99,7 @@ func (st *stream) begin() error {
 	after := st.req.lastID
 	if after <= st.sub.Cursor {
 		if frames, ok := st.h.hub.Backlog(st.sub, after); ok {
+			st.h.cfg.Metrics.Replays.WithLabelValues("memory").Inc()
 			st.last = after
 			return st.sendFrames(frames, st.sub.Cursor)
 		}
@@ -116,6 +117,7 @@ func (st *stream) begin() error {
 	case after > newest:
 		return st.reset("log_reset")
 	case after < st.sub.Cursor:
+		st.h.cfg.Metrics.Replays.WithLabelValues("database").Inc()
 		st.last = after
 		return st.replayLog()
 	default:
@@ -239,6 +241,7 @@ func (st *stream) sendEvents(events []event.Event) error {
 		}
 		st.buf = append(st.buf, f.wire...)
 		st.sent++
+		st.h.cfg.Metrics.Delivered.Inc()
 	}
 	if len(st.buf) == 0 {
 		return nil
@@ -253,6 +256,7 @@ func (st *stream) sendFrames(frames []*frame, through int64) error {
 		for len(frames) > 0 && len(st.buf) < maxBatchBytes {
 			st.buf = append(st.buf, frames[0].wire...)
 			st.sent++
+			st.h.cfg.Metrics.Delivered.Inc()
 			frames = frames[1:]
 		}
 		if err := st.send(st.buf); err != nil {
@@ -311,6 +315,8 @@ func (st *stream) appendLive(f *frame) {
 	st.buf = append(st.buf, f.wire...)
 	st.last = f.id
 	st.sent++
+	st.h.cfg.Metrics.Delivered.Inc()
+	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
 }
 
 // send writes b and flushes it within the write timeout.

@@ -3,6 +3,7 @@ package sse
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"pgsse/event"
 )
@@ -24,6 +25,7 @@ const (
 type frame struct {
 	id    int64
 	topic string
+	time  time.Time // the event's, for the lag metric
 	wire  []byte
 }
 
@@ -69,5 +71,5 @@ func encodeEvent(ev *event.Event) (*frame, error) {
 		return nil, fmt.Errorf("encode event %d: %w", ev.ID, err)
 	}
 	m := Message{ID: IntID(ev.ID), Type: typ, Data: data}
-	return &frame{id: ev.ID, topic: ev.Topic, wire: m.AppendTo(make([]byte, 0, len(data)+64))}, nil
+	return &frame{id: ev.ID, topic: ev.Topic, time: ev.Time, wire: m.AppendTo(make([]byte, 0, len(data)+64))}, nil
 }

@@ -1,0 +1,32 @@
+package listener
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics are the listener's Prometheus collectors.
+type Metrics struct {
+	EventsRead  prometheus.Counter
+	Undecodable prometheus.Counter
+	Reconnects  prometheus.Counter
+	Connected   prometheus.Gauge
+	Cursor      prometheus.Gauge
+}
+
+// NewMetrics registers the listener's metrics with reg (nil: not exported).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		EventsRead: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_events_read_total", Help: "Events read from the log and handed to the hub."}),
+		Undecodable: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_events_undecodable_total", Help: "Log rows skipped because they could not be decoded."}),
+		Reconnects: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_listener_reconnects_total", Help: "Times the LISTEN connection was re-established."}),
+		Connected: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgsse_listener_connected", Help: "1 while the LISTEN connection is up."}),
+		Cursor: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgsse_listener_cursor", Help: "Id of the last event read from the log."}),
+	}
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"pgsse/auth"
+	"pgsse/db"
+	"pgsse/demo"
+	"pgsse/listener"
+	"pgsse/sse"
+)
+
+// readiness is what /readyz reports.
+type readiness struct {
+	migrated, draining atomic.Bool
+	listener           *listener.Listener
+}
+
+func (r *readiness) waitingFor() []string {
+	var waiting []string
+	if !r.migrated.Load() {
+		waiting = append(waiting, "migrations")
+	}
+	if !r.listener.Connected() {
+		waiting = append(waiting, "listener")
+	}
+	if r.draining.Load() {
+		waiting = append(waiting, "draining")
+	}
+	return waiting
+}
+
+func (r *readiness) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version)
+}
+
+func (r *readiness) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if waiting := r.waitingFor(); len(waiting) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"status":"not ready","waiting_for":%q}`+"\n", waiting)
+		return
+	}
+	fmt.Fprintln(w, `{"status":"ready"}`)
+}
+
+func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
+	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+
+	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	// The listener reads on a pool of its own: clients waiting for snapshots and
+	// replays must never delay the live events everyone is waiting for.
+	logStore, err := db.Open(cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer logStore.Close()
+	authorizer, verifier, err := newAuthorizer(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.NewCollector(store))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pgsse_build_info", Help: "Always 1; the version label says which build runs.", ConstLabels: prometheus.Labels{"version": version},
+	}, func() float64 { return 1 }))
+	streamMetrics := sse.NewMetrics(reg)
+
+	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log, Metrics: streamMetrics})
+	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
+	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
+		Authorizer: authorizer,
+		Limits: sse.Limits{
+			MaxStreams:   cfg.MaxStreams,
+			PerIP:        cfg.MaxPerIP,
+			PerSubject:   cfg.MaxPerSubject,
+			ConnectRate:  cfg.ConnectRate,
+			ConnectBurst: cfg.ConnectBurst,
+		},
+		MaxTopics:    cfg.MaxTopics,
+		Heartbeat:    cfg.Heartbeat,
+		WriteTimeout: cfg.WriteTimeout,
+		Logger:       log,
+		Metrics:      streamMetrics,
+	})
+	ready := &readiness{listener: lst}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+
+	e := newRouter(cfg, ready)
+	streams.Register(e)
+	if cfg.Demo {
+		demo.Register(e, store, authorizer)
+	}
+	servers := []*http.Server{newServer(e, cfg)}
+	if cfg.AdminAddr == "" {
+		e.GET("/metrics", echo.WrapHandler(metrics))
+	} else {
+		admin := http.NewServeMux()
+		admin.Handle("GET /metrics", metrics)
+		admin.HandleFunc("GET /healthz", ready.healthz)
+		admin.HandleFunc("GET /readyz", ready.readyz)
+		servers = append(servers, newServer(admin, cfg))
+	}
+	servers[0].RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
+
+	var listeners []net.Listener
+	for i, addr := range []string{cfg.Addr, cfg.AdminAddr}[:len(servers)] {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		listeners = append(listeners, ln)
+		log.Info().Str("addr", ln.Addr().String()).Bool("admin", i > 0).Str("version", version).Msg("pgsse serving")
+	}
+
+	work, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	g, work := errgroup.WithContext(work)
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve http: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		if err := prepareSchema(work, cfg, store, log); err != nil || work.Err() != nil {
+			return err
+		}
+		ready.migrated.Store(true)
+		g.Go(func() error { return store.RunPruner(work, cfg.Retention, time.Minute, log) })
+		if verifier != nil {
+			g.Go(func() error { return verifier.Run(work) })
+		}
+		return lst.Run(work)
+	})
+
+	select {
+	case <-ctx.Done():
+	case <-work.Done(): // a component failed
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
+		hub.Close()
+		return g.Wait()
+	}
+
+	// SIGTERM: fail readiness, close streams spread over the drain window, then
+	// stop. A second signal cuts the drain short.
+	log.Info().Dur("drain_ms", cfg.Drain).Int("streams", hub.Len()).Msg("draining")
+	ready.draining.Store(true)
+	stopSignals()
+	again, stopAgain := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopAgain()
+	hub.Drain(again.Done(), cfg.Drain)
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			_ = srv.Close()
+		}
+	}
+	stopWork()
+	err = g.Wait()
+	log.Info().Msg("stopped")
+	return err
+}
+
+func newRouter(cfg config, ready *readiness) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = sse.HTTPErrorHandler
+	// The client address, for limits and logs: the peer's, or from
+	// X-Forwarded-For only when the peer is a trusted proxy.
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(cfg.TrustedProxies) > 0 {
+		trust := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, n := range cfg.TrustedProxies {
+			trust = append(trust, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
+	}
+	e.Use(middleware.Recover())
+	if len(cfg.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:     cfg.CORSOrigins,
+			AllowMethods:     []string{http.MethodGet, http.MethodHead},
+			AllowHeaders:     []string{"Last-Event-ID", "Authorization", "Cache-Control"},
+			AllowCredentials: true,
+			MaxAge:           600,
+		}))
+	}
+	e.GET("/healthz", echo.WrapHandler(http.HandlerFunc(ready.healthz)))
+	e.GET("/readyz", echo.WrapHandler(http.HandlerFunc(ready.readyz)))
+	return e
+}
+
+func newServer(h http.Handler, cfg config) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		// No WriteTimeout: streams set a deadline per write instead.
+	}
+}
+
+// prepareSchema applies the migrations, or with PGSSE_MIGRATE=false waits until
+// someone else (a migration Job) has.
+func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger) error {
+	if cfg.Migrate {
+		return migrateWithRetry(ctx, store, log)
+	}
+	logged := false
+	for {
+		ok, err := store.MigrationsApplied(ctx)
+		if ok {
+			return nil
+		}
+		if !logged {
+			log.Info().AnErr("cause", err).Msg("waiting for migrations (PGSSE_MIGRATE=false): run pgsse migrate")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+var _ sse.Authorizer = (*auth.Verifier)(nil)
+// newAuthorizer returns the JWT verifier (as the authorizer and, for its key
+// reloading, itself), or nothing at all with PGSSE_AUTH_MODE=none.
+func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifier, error) {
+	if cfg.AuthMode == "none" {
+		log.Warn().Msg("PGSSE_AUTH_MODE=none: anyone who can reach pgsse can watch every video. Local development only; never in production")
+		return nil, nil, nil
+	}
+	v, err := auth.New(auth.Config{
+		Secret:      []byte(cfg.JWTSecret),
+		KeyFile:     cfg.JWTKeyFile,
+		Issuer:      cfg.JWTIssuer,
+		Audience:    cfg.JWTAudience,
+		TopicsClaim: cfg.JWTTopicsClaim,
+		Cookie:      cfg.JWTCookie,
+		AllowQuery:  cfg.AllowQuery,
+		Leeway:      cfg.JWTLeeway,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, v, nil
+}
+

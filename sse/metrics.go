@@ -1,0 +1,45 @@
+package sse
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics are the hub's and the handler's Prometheus collectors.
+type Metrics struct {
+	StreamsOpen    prometheus.Gauge
+	StreamsOpened  prometheus.Counter
+	StreamsClosed  *prometheus.CounterVec // by reason: an EndReason
+	StreamsRefused *prometheus.CounterVec // by status: 401, 403, 429, 503
+	Delivered      prometheus.Counter     // events written to clients, snapshots and replays included
+	Evictions      prometheus.Counter     // subscribers dropped for a full queue
+	Replays        *prometheus.CounterVec // resumes served by source: memory or database
+	Lag            prometheus.Histogram   // event time to the write of a live event
+}
+
+// NewMetrics registers pgsse's stream metrics with reg; with a nil reg they are
+// kept but not exported (tests, tools).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		StreamsOpen: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgsse_streams_open", Help: "Streams open now."}),
+		StreamsOpened: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_streams_opened_total", Help: "Streams opened."}),
+		StreamsClosed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsse_streams_closed_total", Help: "Streams closed, by reason."}, []string{"reason"}),
+		StreamsRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsse_streams_refused_total", Help: "Stream requests refused for credentials or limits, by HTTP status."}, []string{"status"}),
+		Delivered: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_events_delivered_total", Help: "Events written to clients (live, replayed and snapshots)."}),
+		Evictions: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_subscriber_evictions_total", Help: "Streams closed because their queue overflowed (the client was too slow)."}),
+		Replays: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsse_replays_total", Help: "Resumes that replayed missed events, by source."}, []string{"source"}),
+		Lag: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgsse_delivery_lag_seconds",
+			Help:    "From an event's time (when its change was made) to its write to a client, for live events.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+}
