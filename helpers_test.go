@@ -428,3 +428,5 @@ func hasLine(logs, substr string) bool {
 	}
 	return false
 }
+
+func itoa(n int) string { return fmt.Sprint(n) }

@@ -287,6 +287,11 @@ func TestStream_SlowClient(t *testing.T) {
 	if !hasLine(p.logs.String(), `"reason":"queue_overflow"`) {
 		t.Fatal("the slow stream was not dropped")
 	}
+	// Bursts larger than the queue may evict the fast reader too (it then
+	// resumes, as the check above shows); each eviction is counted once.
+	if m := scrape(t, p.URL); m["pgsse_subscriber_evictions_total"] < 1 || m["pgsse_subscriber_evictions_total"] != m["pgsse_streams_closed_total{reason=queue_overflow}"] {
+		t.Errorf("evictions %v, closed for overflow %v; want them equal and at least 1", m["pgsse_subscriber_evictions_total"], m["pgsse_streams_closed_total{reason=queue_overflow}"])
+	}
 
 	// It comes back from where it was (the start) and gets everything.
 	resumed := follow(t, "0", p.URL+"/events?topic=videos/*")
