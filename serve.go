@@ -258,6 +258,7 @@ func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog
 }
 
 var _ sse.Authorizer = (*auth.Verifier)(nil)
+
 // newAuthorizer returns the JWT verifier (as the authorizer and, for its key
 // reloading, itself), or nothing at all with PGSSE_AUTH_MODE=none.
 func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifier, error) {
@@ -281,4 +282,3 @@ func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifi
 	}
 	return v, v, nil
 }
-
