@@ -352,14 +352,24 @@ func (f *follower) ids() []int64 {
 // saw exactly want, in order.
 func (f *follower) waitIDs(t *testing.T, want []int64) {
 	t.Helper()
+	waitAllIDs(t, []*follower{f}, want)
+}
+
+// waitAllIDs waits until every follower has seen as many events as want, then
+// checks each saw exactly want, in order.
+func waitAllIDs(t *testing.T, fs []*follower, want []int64) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for len(f.ids()) < len(want) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	for _, f := range fs {
+		for len(f.ids()) < len(want) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	time.Sleep(100 * time.Millisecond) // a duplicate would show up by now
-	got := f.ids()
-	if !equalIDs(got, want) {
-		t.Fatalf("received %d events, want %d; first difference: %s", len(got), len(want), firstDiff(got, want))
+	for i, f := range fs {
+		if got := f.ids(); !equalIDs(got, want) {
+			t.Fatalf("client %d received %d events, want %d; first difference: %s", i, len(got), len(want), firstDiff(got, want))
+		}
 	}
 }
 
@@ -430,3 +440,13 @@ func hasLine(logs, substr string) bool {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+func countLines(logs, substr string) int {
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}

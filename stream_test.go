@@ -184,9 +184,7 @@ func TestStream_LargeTransaction(t *testing.T) {
 	blob := strings.Repeat("0123456789", 10000)
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/v42', json_build_object('video_id', 'v42', 'percent', 100, 'stage', $1::text)::jsonb)`, blob)
 
-	for _, f := range all {
-		f.waitIDs(t, logIDs(t, sqlDB, head, "videos/%"))
-	}
+	waitAllIDs(t, all, logIDs(t, sqlDB, head, "videos/%"))
 	one.waitIDs(t, logIDs(t, sqlDB, head, "videos/v42", "videos/v9999"))
 	one.mu.Lock()
 	defer one.mu.Unlock()
@@ -217,10 +215,7 @@ func TestStream_DatabaseRestart(t *testing.T) {
 		t.Fatal("the writer committed nothing after the restart")
 	}
 
-	want := logIDs(t, sqlDB, 0, "videos/%")
-	for _, f := range fs {
-		f.waitIDs(t, want)
-	}
+	waitAllIDs(t, fs, logIDs(t, sqlDB, 0, "videos/%"))
 	if !hasLine(p.logs.String(), "listener reconnected") {
 		t.Error("the listener never logged a reconnect")
 	}
@@ -479,8 +474,5 @@ func TestServe_SIGTERM(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	stopWriter()
 
-	want := logIDs(t, sqlDB, 0, "videos/%")
-	for _, f := range fs {
-		f.waitIDs(t, want)
-	}
+	waitAllIDs(t, fs, logIDs(t, sqlDB, 0, "videos/%"))
 }

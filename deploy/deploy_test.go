@@ -23,7 +23,21 @@ import (
 	"pgsse/internal/dbtest"
 )
 
-var root = func() string { d, _ := filepath.Abs(".."); return d }()
+var (
+	root = func() string { d, _ := filepath.Abs(".."); return d }()
+	// scratch outlives single tests: the binary built there is shared.
+	scratch string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if scratch, err = os.MkdirTemp("", "pgsse-deploy-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(scratch)
+	os.Exit(code)
+}
 
 // stage is one FROM … of the Dockerfile with its instructions.
 type stage struct {
@@ -143,7 +157,10 @@ func builtBinary(t *testing.T) string {
 			buildErr = os.ErrNotExist
 			return
 		}
-		src := t.TempDir()
+		src := filepath.Join(scratch, "src")
+		if buildErr = os.Mkdir(src, 0o755); buildErr != nil {
+			return
+		}
 		// The build context: what git tracks or would track (the .gitignore keeps
 		// out what .dockerignore does).
 		cp := exec.Command("sh", "-c", "git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "+src)
