@@ -145,13 +145,12 @@ func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
 		if f.id <= s.queued {
 			continue // matched by another of its topics already
 		}
-		select {
-		case s.queue <- f:
-			s.queued = f.id
-		default:
+		if !s.queue.push(f) {
 			h.cfg.Metrics.Evictions.Inc()
 			h.end(s, EndOverflow)
+			continue
 		}
+		s.queued = f.id
 	}
 }
 
@@ -171,7 +170,7 @@ func (h *Hub) Subscribe(topics []Topic) (*Subscriber, error) {
 	}
 	s := &Subscriber{
 		topics: topics,
-		queue:  make(chan *frame, h.cfg.QueueLen),
+		queue:  newQueue(h.cfg.QueueLen),
 		done:   make(chan struct{}),
 		Cursor: h.cursor,
 		queued: h.cursor,

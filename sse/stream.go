@@ -40,6 +40,7 @@ type stream struct {
 	sent   int       // events written
 	reason EndReason // why the stream is ending, once a step returns errEnded
 	buf    []byte
+	frames []*frame // taken from the queue, reused
 }
 
 func (st *stream) run() EndReason {
@@ -287,23 +288,21 @@ func (st *stream) live() error {
 			if err := st.send(heartbeat); err != nil {
 				return err
 			}
-		case f := <-st.sub.queue:
-			st.buf = st.buf[:0]
-			st.appendLive(f)
-		more:
-			for len(st.buf) < maxBatchBytes {
-				select {
-				case f := <-st.sub.queue:
-					st.appendLive(f)
-				default:
-					break more
+		case <-st.sub.queue.ready:
+			st.frames = st.sub.queue.take(st.frames[:0])
+			for batch := st.frames; len(batch) > 0; {
+				st.buf = st.buf[:0]
+				for len(batch) > 0 && len(st.buf) < maxBatchBytes {
+					st.appendLive(batch[0])
+					batch = batch[1:]
+				}
+				if len(st.buf) > 0 {
+					if err := st.send(st.buf); err != nil {
+						return err
+					}
 				}
 			}
-			if len(st.buf) > 0 {
-				if err := st.send(st.buf); err != nil {
-					return err
-				}
-			}
+			clear(st.frames) // let the frames go
 		}
 	}
 }
