@@ -9,7 +9,9 @@ TEST_PG_PORT ?= 54321
 GO           ?= go
 TESTFLAGS    ?=
 
-.PHONY: run test build vet fuzz screenshot db-stop
+BENCH_PG_PORT ?= 54322
+
+.PHONY: run test bench build vet fuzz screenshot db-stop
 
 # With PGSSE_DEMO=true (the default here) the demo page is served at / and the
 # processing simulator runs beside pgsse, writing through SQL as a worker would.
@@ -29,6 +31,16 @@ test:
 	PGSSE_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...; \
 	status=$$?; scripts/pg.sh stop .pgdata/test; exit $$status
 
+# The standard load suite behind BENCHMARKS.md (a few minutes): a throwaway
+# PostgreSQL in .pgdata/bench, a fresh pgsse per scenario, the baselines.
+bench:
+	@scripts/deps.sh
+	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
+	$(GO) build -o .pgdata/pgsse . && $(GO) build -o .pgdata/bench ./bench && \
+	DATABASE_URL="$$url" .pgdata/pgsse migrate >/dev/null && \
+	.pgdata/bench -suite -pgsse .pgdata/pgsse -db "$$url" -out .pgdata/bench-results; \
+	status=$$?; scripts/pg.sh stop .pgdata/bench; exit $$status
+
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o pgsse .
 
@@ -46,3 +58,4 @@ screenshot:
 db-stop:
 	scripts/pg.sh stop .pgdata/run
 	scripts/pg.sh stop .pgdata/test
+	scripts/pg.sh stop .pgdata/bench
