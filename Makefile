@@ -17,13 +17,13 @@ BENCH_PG_PORT ?= 54322
 # processing simulator runs beside pgsse, writing through SQL as a worker would.
 run:
 	@url="$${DATABASE_URL:-$$(scripts/pg.sh start .pgdata/run $(RUN_PG_PORT))}" || exit 1; \
-	$(GO) build -o .pgdata/pgsse . || exit 1; \
+	$(GO) build -o bin/pgsse . || exit 1; \
 	export DATABASE_URL="$$url" PGSSE_DEMO="$${PGSSE_DEMO:-true}" PGSSE_AUTH_MODE="$${PGSSE_AUTH_MODE:-none}"; \
 	echo "pgsse: database $$DATABASE_URL"; \
 	echo "pgsse: open http://localhost$${PGSSE_ADDR:-:8080}/ (demo page), or curl -N 'http://localhost$${PGSSE_ADDR:-:8080}/events?topic=videos/*'"; \
 	sim=; trap '[ -n "$$sim" ] && kill $$sim 2>/dev/null' EXIT; \
-	if [ "$$PGSSE_DEMO" = true ]; then .pgdata/pgsse demo & sim=$$!; fi; \
-	.pgdata/pgsse serve
+	if [ "$$PGSSE_DEMO" = true ]; then bin/pgsse demo & sim=$$!; fi; \
+	bin/pgsse serve
 
 test:
 	@scripts/deps.sh
@@ -36,9 +36,9 @@ test:
 bench:
 	@scripts/deps.sh
 	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
-	$(GO) build -o .pgdata/pgsse . && $(GO) build -o .pgdata/bench ./bench && \
-	DATABASE_URL="$$url" .pgdata/pgsse migrate >/dev/null && \
-	.pgdata/bench -suite -pgsse .pgdata/pgsse -db "$$url" -out .pgdata/bench-results; \
+	$(GO) build -o bin/pgsse . && $(GO) build -o bin/bench ./bench && \
+	DATABASE_URL="$$url" bin/pgsse migrate >/dev/null && \
+	bin/bench -suite -pgsse bin/pgsse -db "$$url" -out bin/bench-results; \
 	status=$$?; scripts/pg.sh stop .pgdata/bench; exit $$status
 
 build:

@@ -125,8 +125,8 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestMetrics_AdminPort: with PGSSE_ADMIN_ADDR the metrics move to their own
-// port, and leave the public one.
+// TestMetrics_AdminPort: with PGSSE_ADMIN_ADDR the metrics (and pprof) are on
+// their own port, and not on the public one.
 func TestMetrics_AdminPort(t *testing.T) {
 	url := dbtest.New(t)
 	adminPort := freePort(t)
@@ -135,7 +135,7 @@ func TestMetrics_AdminPort(t *testing.T) {
 	if m := scrape(t, admin); m["pgsse_listener_connected"] != 1 {
 		t.Errorf("admin port metrics: %v", m["pgsse_listener_connected"])
 	}
-	for _, u := range []string{admin + "/readyz", admin + "/healthz"} {
+	for _, u := range []string{admin + "/readyz", admin + "/healthz", admin + "/debug/pprof/"} {
 		resp, err := http.Get(u)
 		if err != nil {
 			t.Fatal(err)
@@ -145,12 +145,14 @@ func TestMetrics_AdminPort(t *testing.T) {
 			t.Errorf("%s: %d", u, resp.StatusCode)
 		}
 	}
-	resp, err := http.Get(p.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Errorf("public /metrics = %d, want 404", resp.StatusCode)
+	for _, path := range []string{"/metrics", "/debug/pprof/"} {
+		resp, err := http.Get(p.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("public %s = %d, want 404", path, resp.StatusCode)
+		}
 	}
 }

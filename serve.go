@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
@@ -122,6 +123,11 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		admin.Handle("GET /metrics", metrics)
 		admin.HandleFunc("GET /healthz", ready.healthz)
 		admin.HandleFunc("GET /readyz", ready.readyz)
+		// Profiles, for the operator's port only: go tool pprof http://…:9090/debug/pprof/heap
+		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+		admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		servers = append(servers, newServer(admin, cfg))
 	}
 	servers[0].RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself

@@ -13,35 +13,27 @@ import (
 	"time"
 )
 
-// latency is a mergeable histogram of commit→receipt latencies: 50 µs buckets
-// up to 5 s, then one overflow bucket.
+// latency is a histogram of commit→receipt latencies, shared by all streams of
+// a process: 50 µs buckets up to 5 s, then one overflow bucket.
 type latency struct {
-	counts [100001]int64
+	counts [100001]atomic.Int64
 }
 
 const bucket = 50 * time.Microsecond
 
 func (h *latency) add(d time.Duration) {
-	i := int(d / bucket)
-	if i < 0 {
-		i = 0
-	}
-	if i >= len(h.counts) {
-		i = len(h.counts) - 1
-	}
-	h.counts[i]++
+	h.addN(int(d/bucket), 1)
 }
 
-func (h *latency) merge(o *latency) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
+func (h *latency) addN(i int, n int64) {
+	i = max(0, min(i, len(h.counts)-1))
+	h.counts[i].Add(n)
 }
 
 func (h *latency) total() int64 {
 	var n int64
-	for _, c := range h.counts {
-		n += c
+	for i := range h.counts {
+		n += h.counts[i].Load()
 	}
 	return n
 }
@@ -54,8 +46,8 @@ func (h *latency) quantile(q float64) time.Duration {
 	}
 	rank := int64(q * float64(n))
 	var seen int64
-	for i, c := range h.counts {
-		seen += c
+	for i := range h.counts {
+		seen += h.counts[i].Load()
 		if seen > rank {
 			return time.Duration(i+1) * bucket
 		}
@@ -69,8 +61,7 @@ type streams struct {
 	base      string
 	topics    []string
 	client    *http.Client
-	mu        sync.Mutex
-	hist      latency
+	hist      *latency
 	received  []atomic.Int64 // per stream: events received
 	dups      atomic.Int64
 	resumes   atomic.Int64
@@ -91,6 +82,7 @@ func newStreams(base string, n int, topics []string, token string) *streams {
 		base:     base,
 		topics:   topics,
 		received: make([]atomic.Int64, n),
+		hist:     new(latency),
 		client: &http.Client{Transport: &http.Transport{
 			DialContext:         dialer,
 			MaxIdleConnsPerHost: -1,
@@ -100,8 +92,9 @@ func newStreams(base string, n int, topics []string, token string) *streams {
 	}
 }
 
-// run opens every stream and returns once all are connected (or ctx ends); the
-// streams read until ctx ends.
+// run opens every stream and returns once each has its first frame (or ctx
+// ends); the streams read until ctx ends. Their topics' videos must exist, so
+// that each starts with a snapshot.
 func (s *streams) run(ctx context.Context, token string) {
 	ready := make(chan struct{}, len(s.received))
 	for i := range s.received {
@@ -128,12 +121,6 @@ func (s *streams) wait() { s.wg.Wait() }
 func (s *streams) follow(ctx context.Context, i int, token string, ready chan<- struct{}) {
 	topic := s.topics[i%len(s.topics)]
 	var last int64
-	var local latency
-	defer func() {
-		s.mu.Lock()
-		s.hist.merge(&local)
-		s.mu.Unlock()
-	}()
 	first := true
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/events?topic="+topic, nil)
@@ -148,14 +135,19 @@ func (s *streams) follow(ctx context.Context, i int, token string, ready chan<- 
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		if first {
-			first = false
-			s.connected.Add(1)
-			ready <- struct{}{}
-		} else {
+		if !first {
 			s.resumes.Add(1)
 		}
-		last = s.read(resp, i, last, &local)
+		// Ready once the first frame (its snapshot) arrives: only then is the
+		// stream surely subscribed, so every later event is one it must get.
+		onFirst := func() {
+			if first {
+				first = false
+				s.connected.Add(1)
+				ready <- struct{}{}
+			}
+		}
+		last = s.read(resp, i, last, onFirst)
 		resp.Body.Close()
 	}
 }
@@ -166,11 +158,17 @@ var (
 )
 
 // read consumes one response; it returns the last id seen.
-func (s *streams) read(resp *http.Response, i int, last int64, h *latency) int64 {
-	r := bufio.NewReaderSize(resp.Body, 16<<10)
+func (s *streams) read(resp *http.Response, i int, last int64, onFirst func()) int64 {
+	r := bufio.NewReaderSize(resp.Body, 4<<10)
 	var id int64
 	for {
 		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			for err == bufio.ErrBufferFull { // a long data line: not one we read
+				_, err = r.ReadSlice('\n')
+			}
+			continue
+		}
 		if err != nil {
 			return last
 		}
@@ -178,6 +176,7 @@ func (s *streams) read(resp *http.Response, i int, last int64, h *latency) int64
 		case bytes.HasPrefix(line, idPrefix):
 			id, _ = strconv.ParseInt(string(bytes.TrimSpace(line[len(idPrefix):])), 10, 64)
 		case bytes.HasPrefix(line, []byte("data: ")) && id > 0:
+			onFirst()
 			if id <= last {
 				s.dups.Add(1)
 				continue
@@ -192,7 +191,7 @@ func (s *streams) read(resp *http.Response, i int, last int64, h *latency) int64
 				rest := line[j+len(timeMarker):]
 				if k := bytes.IndexByte(rest, '"'); k > 0 {
 					if t, err := time.Parse(time.RFC3339Nano, string(rest[:k])); err == nil {
-						h.add(time.Since(t))
+						s.hist.add(time.Since(t))
 					}
 				}
 			}

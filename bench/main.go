@@ -205,7 +205,7 @@ func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenar
 // tally is what the clients of a run saw.
 type tally struct {
 	delivered, missing, dups, resumes int64
-	hist                              latency
+	hist                              *latency
 }
 
 // clients are the run's streams, in this process or in worker processes.
@@ -264,7 +264,7 @@ type workerReport struct {
 
 // collect waits until the clients received want (or timeout) and tallies.
 func (c *clients) collect(want map[string]int64, timeout time.Duration) tally {
-	var t tally
+	t := tally{hist: new(latency)}
 	if c.local != nil {
 		total := int64(0)
 		for i := range c.local.received {
@@ -299,7 +299,7 @@ func (c *clients) collect(want map[string]int64, timeout time.Duration) tally {
 		t.dups += wr.Dups
 		t.resumes += wr.Resumes
 		for i, n := range wr.Hist {
-			t.hist.counts[i] += n
+			t.hist.addN(i, n)
 		}
 	}
 	return t
@@ -347,8 +347,8 @@ func runWorker(ctx context.Context, url string, sc scenario) error {
 	cancel()
 	s.wait()
 	wr := workerReport{Delivered: s.total(), Missing: s.missing(want), Dups: s.dups.Load(), Resumes: s.resumes.Load(), Hist: map[int]int64{}}
-	for i, n := range s.hist.counts {
-		if n > 0 {
+	for i := range s.hist.counts {
+		if n := s.hist.counts[i].Load(); n > 0 {
 			wr.Hist[i] = n
 		}
 	}

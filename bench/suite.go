@@ -20,7 +20,8 @@ import (
 
 // suite is the standard set of scenarios behind BENCHMARKS.md.
 var suite = []scenario{
-	{Name: "ingest, max rate, 1 stream", Streams: 1, Topics: 1, Rate: 0, Mode: "update", Duration: 5 * time.Second, Conns: 4, Procs: 1},
+	{Name: "ingest, max rate, 1 stream per topic", Streams: 100, Topics: 100, Rate: 0, Mode: "update", Duration: 5 * time.Second, Conns: 4, Procs: 1},
+	{Name: "ingest, max rate, publish", Streams: 100, Topics: 100, Rate: 0, Mode: "publish", Duration: 5 * time.Second, Conns: 4, Procs: 1},
 	{Name: "100 streams, 200 ev/s", Streams: 100, Topics: 1, Rate: 200, Mode: "update", Duration: 10 * time.Second, Conns: 2, Procs: 1},
 	{Name: "100 streams, 200 ev/s, publish", Streams: 100, Topics: 1, Rate: 200, Mode: "publish", Duration: 10 * time.Second, Conns: 2, Procs: 1},
 	{Name: "5 000 idle streams", Streams: 5000, Topics: 100, Rate: 0, Mode: "update", Duration: 0, Conns: 1, Procs: 1},
@@ -131,8 +132,7 @@ func rawBaseline(ctx context.Context, db *sql.DB, dbURL string, rate float64, d 
 		return r, err
 	}
 	var (
-		mu       sync.Mutex
-		hist     latency
+		hist     = new(latency)
 		received atomic.Int64
 		wg       sync.WaitGroup
 		failed   error
@@ -150,8 +150,6 @@ func rawBaseline(ctx context.Context, db *sql.DB, dbURL string, rate float64, d 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local latency
-			defer func() { mu.Lock(); hist.merge(&local); mu.Unlock() }()
 			for {
 				select {
 				case <-lctx.Done():
@@ -164,7 +162,7 @@ func rawBaseline(ctx context.Context, db *sql.DB, dbURL string, rate float64, d 
 						continue
 					}
 					if sec, err := strconv.ParseFloat(n.Extra, 64); err == nil {
-						local.add(time.Since(time.Unix(0, int64(sec*1e9))))
+						hist.add(time.Since(time.Unix(0, int64(sec*1e9))))
 						received.Add(1)
 					}
 				}

@@ -453,3 +453,44 @@ func TestEvents_UnprivilegedWriter(t *testing.T) {
 		t.Errorf("events = %d, want 3", n)
 	}
 }
+
+// TestEvents_StagingStaysSmall: a long-lived writer session keeps its staging
+// table small (it is never vacuumed; pgsse truncates it) and every event still
+// arrives once.
+func TestEvents_StagingStaysSmall(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	ctx := context.Background()
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	payload := fmt.Sprintf(`{"video_id":"a","percent":1,"stage":%q}`, strings.Repeat("x", 600)) // 3000 of these untruncated: ~2 MB
+	const commits = 3000
+	var largest int64
+	for i := range commits {
+		if _, err := conn.ExecContext(ctx, `SELECT pgsse.publish('video.progress', 'videos/a', $1)`, payload); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 99 {
+			var size int64
+			if err := conn.QueryRowContext(ctx, `SELECT pg_total_relation_size('pg_temp.pgsse_pending')`).Scan(&size); err != nil {
+				t.Fatal(err)
+			}
+			largest = max(largest, size)
+		}
+	}
+	if largest > 1<<20 {
+		t.Errorf("staging table reached %d bytes over %d commits; it should be truncated at 256 kB", largest, commits)
+	}
+	raws := eventsAfter(t, s, 0)
+	if len(raws) != commits {
+		t.Fatalf("events = %d, want %d", len(raws), commits)
+	}
+	for i := 1; i < len(raws); i++ {
+		if raws[i].ID != raws[i-1].ID+1 {
+			t.Fatalf("ids %d then %d: a commit lost or doubled its event", raws[i-1].ID, raws[i].ID)
+		}
+	}
+}
