@@ -114,7 +114,10 @@ func withServer(ctx context.Context, bin, dbURL string, fn func(url string, pid 
 // within; with many it is the naive design pgsse replaces (one LISTEN
 // connection per client, every event to every client).
 func rawBaseline(ctx context.Context, db *sql.DB, dbURL string, rate float64, d time.Duration, conns, listeners int) (result, error) {
-	name := "baseline: UPDATE + trigger pg_notify, bare listener"
+	name := "baseline: UPDATE + trigger pg_notify, bare listener, max rate"
+	if rate > 0 {
+		name = fmt.Sprintf("baseline: UPDATE + trigger pg_notify, bare listener, %g ev/s", rate)
+	}
 	if listeners > 1 {
 		name = fmt.Sprintf("baseline: naive, %d LISTEN connections", listeners)
 	}

@@ -34,6 +34,8 @@ type stream struct {
 	log       zerolog.Logger
 	heartbeat *time.Timer
 	expired   <-chan time.Time // fires when the token expires; nil: never
+	lastWrite time.Time        // when the last write finished
+	deadline  time.Time        // the connection's write deadline
 
 	sub    *Subscriber
 	last   int64     // highest id written or skipped past; later frames at or below it are dropped
@@ -84,7 +86,7 @@ func (st *stream) waitStarted() error {
 		case <-st.expired:
 			return st.authExpired()
 		case <-st.heartbeat.C:
-			if err := st.send(heartbeat); err != nil {
+			if err := st.beat(); err != nil {
 				return err
 			}
 		}
@@ -285,7 +287,7 @@ func (st *stream) live() error {
 			}
 			return st.end(st.sub.Reason())
 		case <-st.heartbeat.C:
-			if err := st.send(heartbeat); err != nil {
+			if err := st.beat(); err != nil {
 				return err
 			}
 		case <-st.sub.queue.ready:
@@ -318,18 +320,40 @@ func (st *stream) appendLive(f *frame) {
 	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
 }
 
-// send writes b and flushes it within the write timeout.
+// send writes b and flushes it. Each write gets at least the write timeout,
+// at most half as much again: the deadline is moved only when less than the
+// timeout is left, which spares a timer update on most writes.
 func (st *stream) send(b []byte) error {
-	// An error here means the writer cannot take deadlines (not a net.Conn);
-	// the write then goes ahead without one.
-	_ = st.rc.SetWriteDeadline(time.Now().Add(st.h.cfg.WriteTimeout))
+	now := time.Now()
+	if st.deadline.Sub(now) < st.h.cfg.WriteTimeout {
+		st.deadline = now.Add(st.h.cfg.WriteTimeout * 3 / 2)
+		// An error means the writer takes no deadlines (not a net.Conn); the
+		// write then goes ahead without one.
+		_ = st.rc.SetWriteDeadline(st.deadline)
+	}
 	if _, err := st.w.Write(b); err != nil {
 		return st.writeFailed(err)
 	}
 	if err := st.rc.Flush(); err != nil {
 		return st.writeFailed(err)
 	}
-	st.heartbeat.Reset(st.h.cfg.Heartbeat)
+	st.lastWrite = time.Now()
+	return nil
+}
+
+// beat runs when the heartbeat timer fires: a comment if nothing was written
+// for a heartbeat interval, else the timer is set for the rest of it. (Moving
+// the timer on every write would cost a timer update per event.)
+func (st *stream) beat() error {
+	hb := st.h.cfg.Heartbeat
+	if idle := time.Since(st.lastWrite); idle < hb {
+		st.heartbeat.Reset(hb - idle)
+		return nil
+	}
+	if err := st.send(heartbeat); err != nil {
+		return err
+	}
+	st.heartbeat.Reset(hb)
 	return nil
 }
 
@@ -387,7 +411,7 @@ func (st *stream) waitRetry(wait *time.Timer) error {
 		case <-done:
 			return st.end(st.sub.Reason())
 		case <-st.heartbeat.C:
-			if err := st.send(heartbeat); err != nil {
+			if err := st.beat(); err != nil {
 				return err
 			}
 		}
