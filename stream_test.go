@@ -67,14 +67,7 @@ func TestStream_OutOfOrderCommits(t *testing.T) {
 	s := open(t, target, "")
 	s.take(t, 2) // snapshots
 
-	t1, err := sqlDB.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer t1.Rollback()
-	if _, err := t1.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`); err != nil {
-		t.Fatal(err)
-	}
+	t1 := dbtest.Begin(t, sqlDB, `UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`)
 	dbtest.SetStatus(t, sqlDB, "b", "processed")
 	evB := s.next(t)
 	if evB.env.Topic != "videos/b" {

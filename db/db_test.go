@@ -191,14 +191,7 @@ func TestEvents_CommitOrder(t *testing.T) {
 	dbtest.InsertVideo(t, sqlDB, "b")
 	cursor := eventsAfter(t, s, 0)[1].ID
 
-	t1, err := sqlDB.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer t1.Rollback()
-	if _, err := t1.Exec(`UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`); err != nil {
-		t.Fatal(err)
-	}
+	t1 := dbtest.Begin(t, sqlDB, `UPDATE videos SET processing_status = 'processed' WHERE id = 'a'`)
 	dbtest.SetStatus(t, sqlDB, "b", "processed") // T2, committed while T1 is open
 
 	seen := eventsAfter(t, s, cursor)

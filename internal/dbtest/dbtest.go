@@ -69,6 +69,21 @@ func Exec(tb testing.TB, sqlDB *sql.DB, query string, args ...any) {
 	}
 }
 
+// Begin starts a transaction, runs query in it and leaves it open; the test
+// commits it, or it is rolled back when the test ends.
+func Begin(tb testing.TB, sqlDB *sql.DB, query string, args ...any) *sql.Tx {
+	tb.Helper()
+	tx, err := sqlDB.Begin()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tx.Rollback() })
+	if _, err := tx.Exec(query, args...); err != nil {
+		tb.Fatalf("exec %q: %v", query, err)
+	}
+	return tx
+}
+
 // InsertVideo runs the legacy upload API's statement, unchanged.
 func InsertVideo(tb testing.TB, sqlDB *sql.DB, id string) {
 	tb.Helper()
