@@ -276,10 +276,8 @@ func TestKustomize_Base(t *testing.T) {
 	if ing.Annotations["nginx.ingress.kubernetes.io/proxy-buffering"] != "off" {
 		t.Error("the Ingress buffers responses: events would be held back")
 	}
-	var ingressPorts []string
 	for _, r := range np.Spec.Ingress {
 		for _, p := range r.Ports {
-			ingressPorts = append(ingressPorts, p.Port.String())
 			if _, ok := ports[p.Port.String()]; !ok {
 				t.Errorf("NetworkPolicy allows port %s, not a container port", p.Port.String())
 			}
