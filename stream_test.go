@@ -122,6 +122,28 @@ func TestStream_Resume(t *testing.T) {
 	}
 }
 
+// TestStream_AheadOfReplica: a Last-Event-ID above what this replica has read,
+// but one the log handed out (another replica was a moment ahead), is no reset:
+// the stream waits for the live events after it.
+func TestStream_AheadOfReplica(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	dbtest.InsertVideo(t, sqlDB, "a")
+	p := startPgsse(t, url)
+	var ahead int64
+	// Ids drawn without a committed event: the log's newest id moves past
+	// everything this replica can have read.
+	if err := sqlDB.QueryRow(`SELECT max(nextval('pgsse.event_id_seq')) FROM generate_series(1, 5)`).Scan(&ahead); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, p.URL+"/videos/a/events", fmt.Sprint(ahead-2))
+	dbtest.SetStatus(t, sqlDB, "a", "processed")
+	ev := s.next(t)
+	if ev.Type != "video.status" || ev.env.Snapshot || ev.env.ID <= ahead {
+		t.Fatalf("got %s %s, want the live event after %d (no reset, no snapshot)", ev.Type, ev.Data, ahead)
+	}
+}
+
 func TestStream_Reset(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
