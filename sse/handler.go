@@ -155,6 +155,7 @@ func HTTPErrorHandler(err error, c echo.Context) {
 // request is a validated stream request.
 type request struct {
 	topics []Topic
+	names  []string // the topics as written, deduplicated
 	resume bool  // a Last-Event-ID was given
 	lastID int64 // valid when resume
 }
@@ -228,6 +229,7 @@ func (h *Handler) parseRequest(c echo.Context, q url.Values, topics []string) (r
 		if !seen[s] {
 			seen[s] = true
 			req.topics = append(req.topics, t)
+			req.names = append(req.names, s)
 		}
 	}
 
@@ -292,12 +294,8 @@ func (h *Handler) admit(c echo.Context, req request) (Access, func(), error) {
 	}
 	var access Access
 	if h.cfg.Authorizer != nil {
-		topics := make([]string, len(req.topics))
-		for i, t := range req.topics {
-			topics[i] = t.String()
-		}
 		var err error
-		if access, err = h.cfg.Authorizer.Authorize(c.Request(), topics); err != nil {
+		if access, err = h.cfg.Authorizer.Authorize(c.Request(), req.names); err != nil {
 			return Access{}, nil, h.refused(c, err)
 		}
 	}
@@ -340,11 +338,7 @@ func (h *Handler) stream(c echo.Context, req request) error {
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 
-	topics := make([]string, len(req.topics))
-	for i, t := range req.topics {
-		topics[i] = t.String()
-	}
-	logCtx := h.cfg.Logger.With().Strs("topics", topics).Str("remote", c.RealIP())
+	logCtx := h.cfg.Logger.With().Strs("topics", req.names).Str("remote", c.RealIP())
 	if access.Subject != "" {
 		logCtx = logCtx.Str("subject", access.Subject)
 	}
