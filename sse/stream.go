@@ -102,7 +102,9 @@ func (st *stream) begin() error {
 	after := st.req.lastID
 	if after <= st.sub.Cursor {
 		if frames, ok := st.h.hub.Backlog(st.sub, after); ok {
-			st.h.cfg.Metrics.Replays.WithLabelValues("memory").Inc()
+			if after < st.sub.Cursor {
+				st.h.cfg.Metrics.Replays.WithLabelValues("memory").Inc()
+			}
 			st.last = after
 			return st.sendFrames(frames, st.sub.Cursor)
 		}
