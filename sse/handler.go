@@ -156,8 +156,8 @@ func HTTPErrorHandler(err error, c echo.Context) {
 type request struct {
 	topics []Topic
 	names  []string // the topics as written, deduplicated
-	resume bool  // a Last-Event-ID was given
-	lastID int64 // valid when resume
+	resume bool     // a Last-Event-ID was given
+	lastID int64    // valid when resume
 }
 
 func (h *Handler) events(c echo.Context) error {
