@@ -4,7 +4,6 @@
 package db
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"time"
@@ -42,11 +41,3 @@ func Open(url string, maxConns int) (*Store, error) {
 
 // Close closes the pool.
 func (s *Store) Close() error { return s.db.Close() }
-
-// Ping reports whether the database answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.db.PingContext(ctx); err != nil {
-		return fmt.Errorf("ping database: %w", err)
-	}
-	return nil
-}

@@ -61,7 +61,6 @@ type Listener struct {
 	log       Log
 	sink      Sink
 	connected atomic.Bool
-	cursor    atomic.Int64
 }
 
 // New returns a listener reading log into sink.
@@ -77,9 +76,6 @@ func New(cfg Config, log Log, sink Sink) *Listener {
 
 // Connected reports whether the LISTEN connection is up.
 func (l *Listener) Connected() bool { return l.connected.Load() }
-
-// Cursor returns the id of the last event handed to the sink.
-func (l *Listener) Cursor() int64 { return l.cursor.Load() }
 
 // Run listens and reads until ctx ends; it returns nil then, or an error if the
 // LISTEN itself is refused.
@@ -120,7 +116,6 @@ func (l *Listener) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx ended
 	}
-	l.cursor.Store(cursor)
 	l.sink.Start(cursor)
 	l.cfg.Logger.Info().Int64("cursor", cursor).Msg("listener started")
 
@@ -204,7 +199,6 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 		}
 		if len(raws) > 0 {
 			*cursor = raws[len(raws)-1].ID
-			l.cursor.Store(*cursor)
 			l.cfg.Metrics.Cursor.Set(float64(*cursor))
 		}
 		if len(raws) < l.cfg.Batch {

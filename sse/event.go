@@ -3,13 +3,12 @@ package sse
 import (
 	"bytes"
 	"errors"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// ErrInvalidField is returned for an id or event name that the wire format cannot
+// ErrInvalidField is returned for an event name that the wire format cannot
 // carry: empty, or containing CR, LF or NUL.
 var ErrInvalidField = errors.New("sse: id and event name must be non-empty and free of CR, LF and NUL")
 
@@ -17,15 +16,7 @@ var ErrInvalidField = errors.New("sse: id and event name must be non-empty and f
 // line", which leaves the client's resume position where it was.
 type EventID struct{ s string }
 
-// NewEventID validates s as an event id.
-func NewEventID(s string) (EventID, error) {
-	if !validField(s) {
-		return EventID{}, ErrInvalidField
-	}
-	return EventID{s}, nil
-}
-
-// IntID is the id of a log position.
+// IntID is the id of a log position: the only ids pgsse sends.
 func IntID(n int64) EventID { return EventID{strconv.FormatInt(n, 10)} }
 
 // EventType is a valid value for an event's event: field. The zero EventType means
@@ -102,15 +93,6 @@ func appendData(b, data []byte) []byte {
 		data = data[i+1:]
 	}
 }
-
-// WriteTo writes the encoded frame to w.
-func (m *Message) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(m.AppendTo(nil))
-	return int64(n), err
-}
-
-// String returns the encoded frame.
-func (m *Message) String() string { return string(m.AppendTo(nil)) }
 
 // heartbeat is a comment frame: it keeps proxies from timing the stream out and
 // lets the server notice a dead peer; clients ignore it.

@@ -36,17 +36,14 @@ func TestMessage_AppendTo(t *testing.T) {
 	}
 }
 
-func TestNewEventID(t *testing.T) {
+func TestNewEventType(t *testing.T) {
 	for _, bad := range []string{"", "1\n2", "1\r", "a\x00b"} {
-		if _, err := NewEventID(bad); err == nil {
-			t.Errorf("NewEventID(%q) accepted", bad)
-		}
 		if _, err := NewEventType(bad); err == nil {
 			t.Errorf("NewEventType(%q) accepted", bad)
 		}
 	}
-	if id, err := NewEventID("42"); err != nil || id != IntID(42) {
-		t.Errorf("NewEventID(42) = %v, %v", id, err)
+	if typ, err := NewEventType("video.status"); err != nil || typ != MustEventType("video.status") {
+		t.Errorf("NewEventType(video.status) = %v, %v", typ, err)
 	}
 }
 

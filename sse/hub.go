@@ -177,10 +177,7 @@ func (h *Hub) Subscribe(topics []Topic) (*Subscriber, error) {
 	}
 	h.all[s] = struct{}{}
 	for _, t := range topics {
-		index, key := h.exact, t.String()
-		if t.Wildcard() {
-			index, key = h.prefixed, t.prefix()
-		}
+		index, key := h.indexOf(t)
 		if index[key] == nil {
 			index[key] = make(map[*Subscriber]struct{})
 		}
@@ -213,15 +210,20 @@ func (h *Hub) remove(s *Subscriber) {
 	}
 	delete(h.all, s)
 	for _, t := range s.topics {
-		index, key := h.exact, t.String()
-		if t.Wildcard() {
-			index, key = h.prefixed, t.prefix()
-		}
+		index, key := h.indexOf(t)
 		delete(index[key], s)
 		if len(index[key]) == 0 {
 			delete(index, key)
 		}
 	}
+}
+
+// indexOf returns the index t's subscribers are kept in, and their key there.
+func (h *Hub) indexOf(t Topic) (map[string]map[*Subscriber]struct{}, string) {
+	if t.Wildcard() {
+		return h.prefixed, t.prefix()
+	}
+	return h.exact, t.String()
 }
 
 // Backlog returns the frames of s's topics with ids in (after, s.Cursor] from
