@@ -113,6 +113,21 @@ func Decode(r Raw) (Event, error) {
 	return Event{ID: r.ID, Kind: r.Kind, Topic: r.Topic, Time: r.Time, Data: p}, nil
 }
 
+// DecodeAll decodes rows in order. A row that does not decode is handed to skip
+// and left out: one bad row must not stop the events after it.
+func DecodeAll(raws []Raw, skip func(Raw, error)) []Event {
+	events := make([]Event, 0, len(raws))
+	for _, r := range raws {
+		ev, err := Decode(r)
+		if err != nil {
+			skip(r, err)
+			continue
+		}
+		events = append(events, ev)
+	}
+	return events
+}
+
 // TimeFormat is RFC 3339 in UTC with microseconds, the precision Postgres stores.
 const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 

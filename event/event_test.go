@@ -50,6 +50,16 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+func TestDecodeAll(t *testing.T) {
+	good := Raw{1, KindVideoStatus, "videos/a", time.Unix(0, 0), []byte(`{"video_id":"a","status":"x"}`)}
+	bad := Raw{2, "x.y", "videos/a", time.Unix(0, 0), []byte(`{}`)}
+	var skipped []int64
+	events := DecodeAll([]Raw{good, bad, good}, func(r Raw, err error) { skipped = append(skipped, r.ID) })
+	if len(events) != 2 || len(skipped) != 1 || skipped[0] != 2 {
+		t.Errorf("decoded %d, skipped %v; want 2 decoded and row 2 skipped", len(events), skipped)
+	}
+}
+
 func TestEvent_MarshalJSON_Snapshot(t *testing.T) {
 	ev := Event{ID: 9, Kind: KindVideoStatus, Topic: "videos/a", Time: time.Unix(0, 0), Data: &VideoStatus{VideoID: "a", Status: "processed"}, Snapshot: true}
 	b, _ := ev.MarshalJSON()

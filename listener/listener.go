@@ -183,16 +183,10 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 		if err != nil {
 			return err
 		}
-		events := make([]event.Event, 0, len(raws))
-		for _, r := range raws {
-			ev, err := event.Decode(r)
-			if err != nil {
-				l.cfg.Metrics.Undecodable.Inc()
-				l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
-				continue
-			}
-			events = append(events, ev)
-		}
+		events := event.DecodeAll(raws, func(r event.Raw, err error) {
+			l.cfg.Metrics.Undecodable.Inc()
+			l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
+		})
 		if len(events) > 0 {
 			l.sink.Publish(events)
 			l.cfg.Metrics.EventsRead.Add(float64(len(events)))

@@ -214,15 +214,9 @@ func (st *stream) replayLog() error {
 		if err != nil {
 			return err
 		}
-		events := make([]event.Event, 0, len(raws))
-		for _, r := range raws {
-			ev, err := event.Decode(r)
-			if err != nil {
-				st.log.Warn().Err(err).Msg("undecodable event in log; skipped")
-				continue
-			}
-			events = append(events, ev)
-		}
+		events := event.DecodeAll(raws, func(r event.Raw, err error) {
+			st.log.Warn().Err(err).Int64("event_id", r.ID).Msg("undecodable event in log; skipped")
+		})
 		if err := st.sendEvents(events); err != nil {
 			return err
 		}
