@@ -487,3 +487,51 @@ func TestEvents_StagingStaysSmall(t *testing.T) {
 		}
 	}
 }
+
+// TestPrune_AllOldKeepsNewEvents: when every event is older than the retention,
+// an event committed while the prune runs survives it (it was deleted when the
+// boundary was "everything").
+func TestPrune_AllOldKeepsNewEvents(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	ctx := context.Background()
+	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
+		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
+		FROM generate_series(1, 25)`)
+
+	// Hold event 15 so the prune's second batch waits; commit a new event meanwhile.
+	holder := dbtest.Begin(t, sqlDB, `SELECT 1 FROM pgsse.events WHERE id = 15 FOR UPDATE`)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Prune(ctx, time.Now().Add(-24*time.Hour), 10)
+		done <- err
+	}()
+	waitForLockWait(t, sqlDB, "DELETE FROM pgsse.events")
+	dbtest.InsertVideo(t, sqlDB, "new")
+	if err := holder.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if raws := eventsAfter(t, s, 0); len(raws) != 1 || raws[0].ID != 26 {
+		t.Errorf("left %+v, want only the new event 26", raws)
+	}
+}
+
+// waitForLockWait waits until a session running a query containing text waits
+// for a lock.
+func waitForLockWait(t *testing.T, sqlDB *sql.DB, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		if err := sqlDB.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND position($1 in query) > 0 AND pid <> pg_backend_pid())`, text).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatalf("no session running %q waited for a lock", text)
+}

@@ -87,19 +87,22 @@ func scanEvents(rows *sql.Rows, op string) ([]event.Raw, error) {
 // recent enough, so it reads only rows it deletes. Writers never wait for it: it
 // touches only old rows. When another replica is pruning, it returns 0 at once.
 func (s *Store) Prune(ctx context.Context, before time.Time, batch int) (int64, error) {
-	var boundary sql.NullInt64
+	// The boundary is fixed once, from rows committed now: when every event is
+	// old it is one past the newest, so events committed during the run (which get
+	// higher ids) are never deleted.
+	var boundary int64
 	err := s.db.QueryRowContext(ctx, `
-		SELECT id FROM pgsse.events WHERE time >= $1 ORDER BY id LIMIT 1`, before).Scan(&boundary)
-	switch {
-	case err == sql.ErrNoRows:
-		boundary = sql.NullInt64{Int64: 1<<63 - 1, Valid: true} // everything is old
-	case err != nil:
+		SELECT coalesce(
+			(SELECT id FROM pgsse.events WHERE time >= $1 ORDER BY id LIMIT 1),
+			(SELECT max(id) + 1 FROM pgsse.events),
+			0)`, before).Scan(&boundary)
+	if err != nil {
 		return 0, fmt.Errorf("prune: find first retained event: %w", err)
 	}
 
 	var total int64
 	for {
-		n, err := s.pruneBatch(ctx, boundary.Int64, batch)
+		n, err := s.pruneBatch(ctx, boundary, batch)
 		total += n
 		if err != nil || n < int64(batch) {
 			return total, err
