@@ -53,17 +53,42 @@ func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]even
 }
 
 // TopicEvents returns up to limit events in (after, through] whose topic is one of
-// topics or starts with one of prefixes, in id order.
-func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, error) {
+// topics or starts with one of prefixes, in id order, and the horizon as of the
+// same read: when it is above after, the pruner may have deleted some of the
+// events asked for before they were read.
+func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error) {
+	op := fmt.Sprintf("read topic events in (%d, %d]", after, through)
+	// One statement, so one snapshot: the events and the horizon agree.
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, kind, topic, time, data FROM pgsse.events
-		WHERE id > $1 AND id <= $2
-		  AND (topic = ANY($3::text[]) OR topic ^@ ANY($4::text[]))
-		ORDER BY id LIMIT $5`, after, through, pq.Array(topics), pq.Array(prefixes), limit)
+		SELECT h.pruned_through, e.id, e.kind, e.topic, e.time, e.data
+		FROM pgsse.horizon h LEFT JOIN LATERAL (
+			SELECT id, kind, topic, time, data FROM pgsse.events
+			WHERE id > $1 AND id <= $2
+			  AND (topic = ANY($3::text[]) OR topic ^@ ANY($4::text[]))
+			ORDER BY id LIMIT $5) e ON true
+		ORDER BY e.id`, after, through, pq.Array(topics), pq.Array(prefixes), limit)
 	if err != nil {
-		return nil, fmt.Errorf("read topic events in (%d, %d]: %w", after, through, err)
+		return nil, 0, fmt.Errorf("%s: %w", op, err)
 	}
-	return scanEvents(rows, fmt.Sprintf("read topic events in (%d, %d]", after, through))
+	defer rows.Close()
+	var out []event.Raw
+	var horizon int64
+	for rows.Next() {
+		var id sql.NullInt64
+		var kind, topic sql.NullString
+		var at sql.NullTime
+		var data []byte
+		if err := rows.Scan(&horizon, &id, &kind, &topic, &at, &data); err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", op, err)
+		}
+		if id.Valid {
+			out = append(out, event.Raw{ID: id.Int64, Kind: kind.String, Topic: topic.String, Time: at.Time, Data: data})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, horizon, nil
 }
 
 func scanEvents(rows *sql.Rows, op string) ([]event.Raw, error) {

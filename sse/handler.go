@@ -23,8 +23,9 @@ type History interface {
 	// newest id ever handed out.
 	LogBounds(ctx context.Context) (horizon, newest int64, err error)
 	// TopicEvents returns up to limit events in (after, through] whose topic is in
-	// topics or starts with one of prefixes, in id order.
-	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, error)
+	// topics or starts with one of prefixes, in id order, and the horizon as of the
+	// same read (above after: some of those events may have been pruned unread).
+	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error)
 	// VideoSnapshot returns the log position and a snapshot event, with that
 	// position as its id, for each existing video of videoIDs.
 	VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error)

@@ -118,9 +118,9 @@ func (st *stream) begin() error {
 	case err != nil:
 		return err
 	case after < horizon:
-		return st.reset("history_pruned")
+		return st.reset("history_pruned", after)
 	case after > newest:
-		return st.reset("log_reset")
+		return st.reset("log_reset", after)
 	case after < st.sub.Cursor:
 		st.h.cfg.Metrics.Replays.WithLabelValues("database").Inc()
 		st.last = after
@@ -144,13 +144,14 @@ func (st *stream) authExpired() error {
 	return st.end(EndAuthExpired)
 }
 
-// reset tells the client its position is gone, then sends fresh snapshots.
-func (st *stream) reset(why string) error {
+// reset tells the client that events after position are gone, then sends fresh
+// snapshots.
+func (st *stream) reset(why string, position int64) error {
 	data, _ := json.Marshal(map[string]any{
 		"kind": kindReset.s,
-		"data": map[string]any{"reason": why, "last_event_id": st.req.lastID},
+		"data": map[string]any{"reason": why, "last_event_id": position},
 	})
-	st.log.Info().Str("why", why).Int64("last_event_id", st.req.lastID).Msg("stream reset")
+	st.log.Info().Str("why", why).Int64("last_event_id", position).Msg("stream reset")
 	if err := st.send((&Message{Type: kindReset, Data: data}).AppendTo(nil)); err != nil {
 		return err
 	}
@@ -207,12 +208,17 @@ func (st *stream) replayLog() error {
 	through := st.sub.Cursor
 	for st.last < through {
 		var raws []event.Raw
+		var horizon int64
 		err := st.retryDB("replay events", func(ctx context.Context) (err error) {
-			raws, err = st.h.history.TopicEvents(ctx, st.last, through, topics, prefixes, st.h.cfg.ReplayBatch)
+			raws, horizon, err = st.h.history.TopicEvents(ctx, st.last, through, topics, prefixes, st.h.cfg.ReplayBatch)
 			return err
 		})
 		if err != nil {
 			return err
+		}
+		if horizon > st.last {
+			// Pruned while replaying: some of this batch may be gone.
+			return st.reset("history_pruned", st.last)
 		}
 		events := event.DecodeAll(raws, func(r event.Raw, err error) {
 			st.log.Warn().Err(err).Int64("event_id", r.ID).Msg("undecodable event in log; skipped")

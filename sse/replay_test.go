@@ -1,0 +1,86 @@
+package sse_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"pgsse/db"
+	"pgsse/event"
+	"pgsse/internal/dbtest"
+	"pgsse/sse"
+)
+
+// pruningHistory is the real store, pruning the whole log right after the
+// first replay batch is read: the pruner running mid-replay.
+type pruningHistory struct {
+	*db.Store
+	once sync.Once
+}
+
+func (h *pruningHistory) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error) {
+	raws, horizon, err := h.Store.TopicEvents(ctx, after, through, topics, prefixes, limit)
+	h.once.Do(func() {
+		if _, perr := h.Store.Prune(ctx, time.Now(), db.PruneBatch); perr != nil {
+			err = perr
+		}
+	})
+	return raws, horizon, err
+}
+
+// TestStream_PrunedDuringReplay: a replay from the database that the pruner
+// overtakes ends with stream.reset, never silently short (it used to send the
+// first batch and then nothing).
+func TestStream_PrunedDuringReplay(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
+		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/a', now() - interval '2 days',
+		       '{"video_id": "a", "status": "processed"}'
+		FROM generate_series(1, 250)`)
+	store, err := db.Open(url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+
+	hub := sse.NewHub(sse.HubConfig{})
+	hub.Start(250)
+	defer hub.Close()
+	e := echo.New()
+	sse.NewHandler(hub, &pruningHistory{Store: store}, sse.HandlerConfig{ReplayBatch: 100, Heartbeat: 100 * time.Millisecond}).Register(e)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+
+	req, _ := http.NewRequest("GET", srv.URL+"/events?topic=videos/*", nil)
+	req.Header.Set("Last-Event-ID", "0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	ids := 0
+	for lines.Scan() {
+		line := lines.Text()
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			ids++
+		case line == "event: stream.reset":
+			if ids != 100 {
+				t.Errorf("reset after %d events, want after the first batch of 100", ids)
+			}
+			return
+		case strings.HasPrefix(line, ":"):
+			t.Fatalf("stream went idle after %d of 250 events with no stream.reset", ids)
+		}
+	}
+	t.Fatalf("stream ended after %d events: %v", ids, lines.Err())
+}
