@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	neturl "net/url"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"pgsse/db"
 	"pgsse/event"
 	"pgsse/internal/dbtest"
+	"pgsse/migrations"
 )
 
 func TestMain(m *testing.M) {
@@ -124,7 +126,8 @@ func TestMigrate(t *testing.T) {
 			}
 			applied += strings.Count(logs[i].String(), "Applying:")
 		}
-		if got, want := applied, 2; got != want {
+		files, _ := fs.Glob(migrations.FS, "*.sql")
+		if got, want := applied, len(files); got != want {
 			t.Errorf("migration files applied = %d, want %d (each once)", got, want)
 		}
 	})
@@ -534,4 +537,32 @@ func waitForLockWait(t *testing.T, sqlDB *sql.DB, text string) {
 		}
 	}
 	t.Fatalf("no session running %q waited for a lock", text)
+}
+
+// TestEvents_StatusSetByBeforeTrigger: a status change made by the application's
+// own BEFORE trigger is published (AFTER UPDATE OF processing_status missed it).
+func TestEvents_StatusSetByBeforeTrigger(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	dbtest.Exec(t, sqlDB, `
+		CREATE FUNCTION mark_processed() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.processed_file_path IS NOT NULL THEN
+				NEW.processing_status := 'processed';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER mark_processed BEFORE UPDATE ON videos
+		FOR EACH ROW EXECUTE FUNCTION mark_processed();`)
+	dbtest.InsertVideo(t, sqlDB, "v")
+	dbtest.Exec(t, sqlDB, `UPDATE videos SET processed_file_path = '/out/v' WHERE id = 'v'`)
+	dbtest.Exec(t, sqlDB, `UPDATE videos SET raw_file_path = '/raw/v2' WHERE id = 'v'`) // no change: no event
+
+	raws := eventsAfter(t, s, 0)
+	if len(raws) != 2 {
+		t.Fatalf("got %d events, want the insert and the change to processed", len(raws))
+	}
+	if p := statusOf(t, raws[1]); p.Status != "processed" || p.PreviousStatus == nil || *p.PreviousStatus != "pending" {
+		t.Errorf("second event %+v, want pending → processed", p)
+	}
 }
