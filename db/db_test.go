@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	neturl "net/url"
 	"strings"
 	"sync"
@@ -327,9 +328,9 @@ func TestPublish(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
 
-	big := map[string]any{"video_id": "a", "percent": 50, "stage": "transcode", "blob": strings.Repeat("é\n\r\"x", 20000)}
+	big := map[string]any{"video_id": "a", "blob": strings.Repeat("é\n\r\"x", 20000)}
 	data, _ := json.Marshal(big)
-	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/a', $1)`, string(data))
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('thumbnail.ready', 'videos/a', $1)`, string(data))
 	raws := eventsAfter(t, s, 0)
 	if len(raws) != 1 {
 		t.Fatalf("events = %d, want 1", len(raws))
@@ -348,6 +349,10 @@ func TestPublish(t *testing.T) {
 		{"EmptyTopic", "video.progress", "", `{}`},
 		{"NewlineInTopic", "video.progress", "videos/a\nb", `{}`},
 		{"DataNotObject", "video.progress", "videos/a", `[1]`},
+		{"PercentAsString", "video.progress", "videos/a", `{"video_id": "a", "percent": "40"}`},
+		{"PercentAbove100", "video.progress", "videos/a", `{"video_id": "a", "percent": 100.5}`},
+		{"MisspeltVideoID", "video.progress", "videos/a", `{"videoId": "a", "percent": 40}`},
+		{"StatusMissing", "video.status", "videos/a", `{"video_id": "a"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := sqlDB.Exec(`SELECT pgsse.publish($1, $2, $3)`, tc.kind, tc.topic, tc.data)
@@ -564,5 +569,60 @@ func TestEvents_StatusSetByBeforeTrigger(t *testing.T) {
 	}
 	if p := statusOf(t, raws[1]); p.Status != "processed" || p.PreviousStatus == nil || *p.PreviousStatus != "pending" {
 		t.Errorf("second event %+v, want pending → processed", p)
+	}
+}
+
+// TestPublish_SameRulesBothSides: generated payloads go through pgsse.publish and
+// through event.Decode; none is accepted by one and refused by the other (publish
+// used to accept "percent": "40", 100.5 and misspelt fields, which pgsse dropped).
+func TestPublish_SameRulesBothSides(t *testing.T) {
+	sqlDB := dbtest.Open(t, dbtest.New(t))
+	tx, err := sqlDB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+
+	values := []string{`""`, `"a"`, `"40"`, `null`, `true`, `[]`, `{}`, `-1`, `-0`, `0`, `40`, `1e2`, `100`,
+		`100.5`, `100.0000000000000000001`, `1e-400`, `99.999999999999999999999`}
+	fields := []string{"video_id", "status", "previous_status", "percent", "stage", "videoId", "Video_ID"}
+	payloads := []string{`[]`, `"x"`, `null`, `{}`, `{"video_id":"a","video_id":""}`, `{"video_id":"","video_id":"a","status":"s"}`}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 1500 {
+		var parts []string
+		for _, f := range fields {
+			if rnd.IntN(3) > 0 {
+				parts = append(parts, fmt.Sprintf("%q: %s", f, values[rnd.IntN(len(values))]))
+			}
+		}
+		payloads = append(payloads, "{"+strings.Join(parts, ", ")+"}")
+	}
+	accepted := map[bool]int{}
+	for _, kind := range []string{event.KindVideoStatus, event.KindVideoProgress, "thumbnail.ready"} {
+		for _, p := range payloads {
+			if _, err := tx.Exec(`SAVEPOINT p`); err != nil {
+				t.Fatal(err)
+			}
+			var stored string
+			sqlErr := tx.QueryRow(`SELECT $2::jsonb::text FROM pgsse.publish($1, 'videos/a', $2::jsonb)`, kind, p).Scan(&stored)
+			if _, err := tx.Exec(`ROLLBACK TO SAVEPOINT p`); err != nil {
+				t.Fatal(err)
+			}
+			var pqErr *pq.Error
+			if sqlErr != nil && !(errors.As(sqlErr, &pqErr) && pqErr.Code == "22023") {
+				t.Fatalf("publish(%s, %s): %v, want invalid_parameter_value or success", kind, p, sqlErr)
+			}
+			if sqlErr != nil {
+				stored = p // refused: Go must refuse the same text
+			}
+			_, goErr := event.Decode(event.Raw{ID: 1, Kind: kind, Topic: "videos/a", Data: []byte(stored)})
+			if (sqlErr == nil) != (goErr == nil) {
+				t.Errorf("%s %s: publish says %v, Decode says %v", kind, p, sqlErr, goErr)
+			}
+			accepted[sqlErr == nil]++
+		}
+	}
+	if accepted[true] < 100 || accepted[false] < 100 {
+		t.Errorf("accepted %d, refused %d: the generator must exercise both sides", accepted[true], accepted[false])
 	}
 }

@@ -6,7 +6,8 @@
 // same thing: read the log after the cursor, in id order and in batches, until a
 // short batch, and hand the events on. Since the log, not the notification,
 // carries the events, nothing is lost to a missed notification, a reconnect or a
-// database restart. Rows that cannot be decoded are logged and skipped.
+// database restart. Rows that cannot be decoded (written around pgsse.publish)
+// are logged and skipped.
 package listener
 
 import (
