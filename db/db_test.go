@@ -626,3 +626,48 @@ func TestPublish_SameRulesBothSides(t *testing.T) {
 		t.Errorf("accepted %d, refused %d: the generator must exercise both sides", accepted[true], accepted[false])
 	}
 }
+
+// TestEvents_AnyVideoID: any videos.id text can be inserted and updated (pgsse's
+// trigger used to raise on ids outside the topic grammar), and its topic is the
+// one event.VideoTopic names; ids no topic can carry publish nothing.
+func TestEvents_AnyVideoID(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	ids := []string{"dGVzdA==+x/y", "legacy upload 7", "é/*%", "a\nb", "plain-id_1.~:@"}
+	// A row from before pgsse was installed, with an id no topic grammar allowed.
+	dbtest.Exec(t, sqlDB, `ALTER TABLE videos DISABLE TRIGGER USER`)
+	dbtest.InsertVideo(t, sqlDB, "legacy upload 7")
+	dbtest.Exec(t, sqlDB, `ALTER TABLE videos ENABLE TRIGGER USER`)
+	for _, id := range ids {
+		if id != "legacy upload 7" {
+			dbtest.InsertVideo(t, sqlDB, id)
+		}
+		dbtest.SetStatus(t, sqlDB, id, "processed")
+	}
+	unrepresentable := []string{"", strings.Repeat("é", 200)}
+	for _, id := range unrepresentable {
+		dbtest.InsertVideo(t, sqlDB, id)
+		dbtest.SetStatus(t, sqlDB, id, "processed")
+	}
+
+	got := map[string][]string{}
+	for _, r := range eventsAfter(t, s, 0) {
+		p := statusOf(t, r)
+		got[p.VideoID] = append(got[p.VideoID], r.Topic+" "+p.Status)
+	}
+	for _, id := range ids {
+		topic, ok := event.VideoTopic(id)
+		want := []string{topic + " pending", topic + " processed"}
+		if id == "legacy upload 7" {
+			want = want[1:]
+		}
+		if !ok || fmt.Sprint(got[id]) != fmt.Sprint(want) {
+			t.Errorf("video %q: events %q, want %q", id, got[id], want)
+		}
+	}
+	for _, id := range unrepresentable {
+		if _, ok := event.VideoTopic(id); ok || len(got[id]) > 0 {
+			t.Errorf("video %q: events %q, want none", id, got[id])
+		}
+	}
+}

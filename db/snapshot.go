@@ -39,9 +39,10 @@ func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []
 		if !id.Valid {
 			continue // no video matched: the one row carries only the position
 		}
+		topic, _ := event.VideoTopic(id.String) // asked for by topic, so it has one
 		out = append(out, event.Event{
 			Kind:     event.KindVideoStatus,
-			Topic:    "videos/" + id.String,
+			Topic:    topic,
 			Time:     updated.Time,
 			Data:     &event.VideoStatus{VideoID: id.String, Status: status.String},
 			Snapshot: true,

@@ -181,11 +181,20 @@ func (h *Handler) videoEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// Any id works here, URL-encoded once: /videos/legacy%20upload/events.
 	id := c.Param("id")
-	if t, err := ParseTopic("videos/" + id); err != nil || t.Wildcard() {
-		return badRequest("id", "video id %q is not valid: use letters, digits and _.~:@-", truncate(id))
+	if c.Request().URL.RawPath != "" {
+		// Echo routes the raw path when it holds escapes such as %2F, and then
+		// leaves them in the parameter.
+		if id, err = url.PathUnescape(id); err != nil {
+			return badRequest("id", "video id %q is not valid URL encoding", truncate(c.Param("id")))
+		}
 	}
-	req, err := h.parseRequest(c, q, []string{"videos/" + id})
+	topic, ok := event.VideoTopic(id)
+	if !ok {
+		return badRequest("id", "video id must be 1 to %d bytes once encoded", MaxTopicLen-len("videos/"))
+	}
+	req, err := h.parseRequest(c, q, []string{topic})
 	if err != nil {
 		return err
 	}

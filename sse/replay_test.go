@@ -84,3 +84,38 @@ func TestStream_PrunedDuringReplay(t *testing.T) {
 	}
 	t.Fatalf("stream ended after %d events: %v", ids, lines.Err())
 }
+
+// TestStream_AnyVideoID: a video whose id is outside the topic grammar is watched
+// by its encoded topic or, URL-encoded once, by the /videos/{id}/events path.
+func TestStream_AnyVideoID(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	dbtest.InsertVideo(t, sqlDB, "legacy upload/7")
+	store, err := db.Open(url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	hub := sse.NewHub(sse.HubConfig{})
+	hub.Start(1)
+	defer hub.Close()
+	e := echo.New()
+	sse.NewHandler(hub, store, sse.HandlerConfig{}).Register(e)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+
+	for _, path := range []string{"/videos/legacy%20upload%2F7/events", "/events?topic=videos/legacy%2520upload%252F7"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() && !strings.HasPrefix(lines.Text(), "data: ") {
+		}
+		resp.Body.Close()
+		if want := `"topic":"videos/legacy%20upload%2F7"`; resp.StatusCode != 200 || !strings.Contains(lines.Text(), want) ||
+			!strings.Contains(lines.Text(), `"video_id":"legacy upload/7"`) {
+			t.Errorf("%s: %d %s, want the snapshot of video \"legacy upload/7\" on %s", path, resp.StatusCode, lines.Text(), want)
+		}
+	}
+}

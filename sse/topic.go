@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"pgsse/event"
 )
 
 // MaxTopicLen bounds a topic's length in bytes.
-const MaxTopicLen = 256
+const MaxTopicLen = event.MaxTopicLen
 
 // Topic is a validated topic ("videos/abc123") or pattern ("videos/*": every topic
 // under videos/).
@@ -16,7 +18,7 @@ type Topic struct {
 	wildcard bool
 }
 
-var errTopic = errors.New("a topic is /-separated segments of letters, digits and _.~:@-, optionally ending in /*, e.g. videos/abc123 or videos/*")
+var errTopic = errors.New("a topic is /-separated segments of letters, digits, _.~:@- and %XX escapes of other bytes, optionally ending in /*, e.g. videos/abc123, videos/legacy%20upload or videos/*")
 
 // ParseTopic validates s.
 func ParseTopic(s string) (Topic, error) {
@@ -27,31 +29,48 @@ func ParseTopic(s string) (Topic, error) {
 		return Topic{}, fmt.Errorf("topic is %d bytes, more than %d", len(s), MaxTopicLen)
 	}
 	name, wildcard := strings.CutSuffix(s, "/*")
-	for seg := range strings.SplitSeq(name, "/") {
-		if !validSegment(seg) {
+	var canonical strings.Builder
+	for i, seg := range strings.Split(name, "/") {
+		decoded, ok := decodeSegment(seg)
+		if !ok {
 			return Topic{}, errTopic
 		}
+		if i > 0 {
+			canonical.WriteByte('/')
+		}
+		canonical.WriteString(event.EncodeSegment(decoded))
 	}
-	return Topic{name: s, wildcard: wildcard}, nil
+	if wildcard {
+		canonical.WriteString("/*")
+	}
+	// Canonical: %61 and a, %3a and %3A name one topic, the one pgsse publishes to.
+	return Topic{name: canonical.String(), wildcard: wildcard}, nil
 }
 
-func validSegment(s string) bool {
+// decodeSegment decodes a non-empty segment of unreserved bytes and %XX escapes.
+func decodeSegment(s string) (string, bool) {
 	if s == "" {
-		return false
+		return "", false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("_.~:@-", c) >= 0:
+		switch c := s[i]; {
+		case event.Unreserved(c):
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			i += 2
 		default:
-			return false
+			return "", false
 		}
 	}
-	return true
+	decoded, err := event.DecodeSegment(s)
+	return decoded, err == nil
 }
 
-// String returns the topic as the client wrote it.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// String returns the topic in canonical form: escapes only where needed, in
+// uppercase hex.
 func (t Topic) String() string { return t.name }
 
 // Wildcard reports whether t is a pattern.
@@ -69,11 +88,15 @@ func (t Topic) Matches(topic string) bool {
 	return len(topic) > len(t.prefix()) && strings.HasPrefix(topic, t.prefix())
 }
 
-// VideoID returns the id in a videos/{id} topic.
+// VideoID returns the id in a videos/{id} topic, decoded.
 func (t Topic) VideoID() (string, bool) {
 	if t.wildcard {
 		return "", false
 	}
-	id, ok := strings.CutPrefix(t.name, "videos/")
-	return id, ok && strings.IndexByte(id, '/') < 0
+	seg, ok := strings.CutPrefix(t.name, "videos/")
+	if !ok || strings.IndexByte(seg, '/') >= 0 {
+		return "", false
+	}
+	id, err := event.DecodeSegment(seg)
+	return id, err == nil
 }
