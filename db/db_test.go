@@ -671,3 +671,38 @@ func TestEvents_AnyVideoID(t *testing.T) {
 		}
 	}
 }
+
+// TestVideoSnapshot_Time: a snapshot's time is that of the change it shows, not
+// updated_at, which the worker's statement does not touch; without the change in
+// the log, a timestamp-without-time-zone updated_at is read in the session's
+// TimeZone (it was taken as UTC, off by the offset).
+func TestVideoSnapshot_Time(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	ctx := context.Background()
+	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ('a', now(), now() - interval '3 days', '/raw/a')`)
+	dbtest.SetStatus(t, sqlDB, "a", "processed")
+	changed := eventsAfter(t, s, 0)[1].Time
+	if _, snaps, err := s.VideoSnapshot(ctx, []string{"a"}); err != nil || len(snaps) != 1 || !snaps[0].Time.Equal(changed) {
+		t.Errorf("snapshot %+v, %v; want the time of the change, %v", snaps, err, changed)
+	}
+
+	var dbName string
+	if err := sqlDB.QueryRow(`SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `ALTER DATABASE `+pq.QuoteIdentifier(dbName)+` SET timezone = 'Asia/Kolkata'`)
+	local := dbtest.Open(t, url) // new sessions: +05:30
+	local.SetMaxOpenConns(1)
+	dbtest.Exec(t, local, `ALTER TABLE videos ALTER updated_at TYPE timestamp`)
+	dbtest.Exec(t, local, `INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ('b', now(), now(), '/raw/b')`)
+	dbtest.Exec(t, local, `DELETE FROM pgsse.events WHERE topic = 'videos/b'`)
+	s2 := mustOpen(t, url)
+	_, snaps, err := s2.VideoSnapshot(ctx, []string{"b"})
+	if err != nil || len(snaps) != 1 {
+		t.Fatalf("snapshot %+v, %v", snaps, err)
+	}
+	if off := time.Since(snaps[0].Time); off < -time.Minute || off > time.Minute {
+		t.Errorf("snapshot time %v is %v from now, want within a minute", snaps[0].Time, off)
+	}
+}

@@ -14,12 +14,18 @@ import (
 // a video.status snapshot event carrying that position as its id. Both are read
 // in one statement, so in one snapshot: the state reflects exactly the events up
 // to the position, and a subscriber that continues from it misses nothing.
-// Unknown ids get no event.
+// Unknown ids get no event. An event's time is that of the video's last status
+// change in the log; once that is pruned, updated_at (a timestamp without time
+// zone is read in the session's TimeZone, as the application wrote it).
 func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT head.position, v.id, v.processing_status, v.updated_at
+		SELECT head.position, v.id, v.processing_status, coalesce(changed.time, v.updated_at::timestamptz)
 		FROM (SELECT `+logHead+` AS position) AS head
 		LEFT JOIN videos v ON v.id = ANY($1::text[])
+		LEFT JOIN LATERAL (
+			SELECT time FROM pgsse.events
+			WHERE topic = 'videos/' || pgsse.topic_segment(v.id::text) AND kind = 'video.status'
+			ORDER BY id DESC LIMIT 1) AS changed ON true
 		ORDER BY v.id`, pq.Array(videoIDs))
 	if err != nil {
 		return 0, nil, fmt.Errorf("read video snapshot: %w", err)
