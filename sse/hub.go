@@ -226,6 +226,18 @@ func (h *Hub) indexOf(t Topic) (map[string]map[*Subscriber]struct{}, string) {
 	return h.exact, t.String()
 }
 
+// Settled returns the hub's position and whether every frame the hub has handed
+// s is out of its queue: then the stream that took them holds every event of its
+// topics up to that position.
+func (h *Hub) Settled(s *Subscriber) (position int64, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.queue.mu.Lock()
+	empty := s.queue.n == 0
+	s.queue.mu.Unlock()
+	return h.cursor, empty
+}
+
 // Backlog returns the frames of s's topics with ids in (after, s.Cursor] from
 // the hub's recent history, in order; ok is false when that history no longer
 // reaches back to after and the caller must read the log instead.

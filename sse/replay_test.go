@@ -3,6 +3,7 @@ package sse_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -117,5 +118,60 @@ func TestStream_AnyVideoID(t *testing.T) {
 			!strings.Contains(lines.Text(), `"video_id":"legacy upload/7"`) {
 			t.Errorf("%s: %d %s, want the snapshot of video \"legacy upload/7\" on %s", path, resp.StatusCode, lines.Text(), want)
 		}
+	}
+}
+
+// TestStream_PositionFromFirstBytes: a stream that has had no event of its own
+// still carries a resumable position, from its first bytes and kept current
+// while idle (a wildcard stream, or one on a video that does not exist yet, used
+// to reconnect with no Last-Event-ID and miss what was committed meanwhile).
+func TestStream_PositionFromFirstBytes(t *testing.T) {
+	url := dbtest.New(t)
+	store, err := db.Open(url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	hub := sse.NewHub(sse.HubConfig{})
+	hub.Start(7)
+	defer hub.Close()
+	e := echo.New()
+	sse.NewHandler(hub, store, sse.HandlerConfig{Heartbeat: 50 * time.Millisecond}).Register(e)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+
+	position := int64(7)
+	for _, path := range []string{"/events?topic=videos/*", "/events?topic=videos/gap1"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bufio.NewScanner(resp.Body)
+		nextID := func() string {
+			for lines.Scan() {
+				if id, ok := strings.CutPrefix(lines.Text(), "id: "); ok {
+					lines.Scan()
+					lines.Scan()
+					if !strings.HasPrefix(lines.Text(), "data: ") {
+						t.Fatalf("%s: id %s without data", path, id)
+					}
+					return id
+				}
+				if strings.HasPrefix(lines.Text(), ": ") {
+					return "a heartbeat"
+				}
+			}
+			return "the end"
+		}
+		if got, want := nextID(), fmt.Sprint(position); got != want {
+			t.Errorf("%s: first position %s, want %s", path, got, want)
+		}
+		// Events of other topics pass: the idle stream's position follows.
+		position += 5
+		hub.Publish([]event.Event{{ID: position, Kind: "thumbnail.ready", Topic: "thumbs/x", Data: &event.VideoStatus{VideoID: "x"}}})
+		if got, want := nextID(), fmt.Sprint(position); got != want {
+			t.Errorf("%s: position after idling %s, want %s", path, got, want)
+		}
+		resp.Body.Close()
 	}
 }

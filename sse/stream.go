@@ -18,9 +18,10 @@ import (
 const maxBatchBytes = 64 << 10
 
 var (
-	kindReset   = MustEventType("stream.reset")
-	kindExpired = MustEventType("auth.expired")
-	errEnded    = errors.New("stream ended")
+	kindReset    = MustEventType("stream.reset")
+	kindPosition = MustEventType("stream.position")
+	kindExpired  = MustEventType("auth.expired")
+	errEnded     = errors.New("stream ended")
 )
 
 // stream is one client's stream, from the first write to the last. One goroutine,
@@ -39,6 +40,8 @@ type stream struct {
 
 	sub    *Subscriber
 	last   int64     // highest id written or skipped past; later frames at or below it are dropped
+	held   int64     // the last id the client holds (sent in an id: line); -1: none
+	isLive bool      // past begin: last may follow the hub while idle
 	sent   int       // events written
 	reason EndReason // why the stream is ending, once a step returns errEnded
 	buf    []byte
@@ -66,9 +69,17 @@ func (st *stream) steps() error {
 	defer st.h.hub.Unsubscribe(sub)
 	st.sub = sub
 
+	st.held = -1
+	if st.req.resume {
+		st.held = st.req.lastID
+	}
 	if err := st.begin(); err != nil {
 		return err
 	}
+	if err := st.sendPosition(); err != nil {
+		return err
+	}
+	st.isLive = true
 	return st.live()
 }
 
@@ -131,6 +142,26 @@ func (st *stream) begin() error {
 		st.last = after
 		return nil
 	}
+}
+
+// sendPosition gives the client the stream's position when it holds an older one
+// (or none): a stream.position event, with data so that every client library
+// dispatches it and moves its last event id. Without it, a stream that has had no
+// event would reconnect with no position, or an old one, and miss what was
+// committed meanwhile.
+func (st *stream) sendPosition() error {
+	if st.last <= st.held {
+		return nil
+	}
+	data, _ := json.Marshal(map[string]any{
+		"kind": kindPosition.s,
+		"data": map[string]any{"last_event_id": st.last},
+	})
+	if err := st.send((&Message{ID: IntID(st.last), Type: kindPosition, Data: data}).AppendTo(nil)); err != nil {
+		return err
+	}
+	st.held = st.last
+	return nil
 }
 
 // authExpired tells the client its token has expired, then ends the stream: a
@@ -247,6 +278,7 @@ func (st *stream) sendEvents(events []event.Event) error {
 		st.buf = append(st.buf, f.wire...)
 		st.sent++
 		st.h.cfg.Metrics.Delivered.Inc()
+		st.held = max(st.held, f.id)
 	}
 	if len(st.buf) == 0 {
 		return nil
@@ -260,6 +292,7 @@ func (st *stream) sendFrames(frames []*frame, through int64) error {
 		st.buf = st.buf[:0]
 		for len(frames) > 0 && len(st.buf) < maxBatchBytes {
 			st.buf = append(st.buf, frames[0].wire...)
+			st.held = max(st.held, frames[0].id)
 			st.sent++
 			st.h.cfg.Metrics.Delivered.Inc()
 			frames = frames[1:]
@@ -317,6 +350,7 @@ func (st *stream) appendLive(f *frame) {
 	}
 	st.buf = append(st.buf, f.wire...)
 	st.last = f.id
+	st.held = f.id
 	st.sent++
 	st.h.cfg.Metrics.Delivered.Inc()
 	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
@@ -352,11 +386,16 @@ func (st *stream) beat() error {
 		st.heartbeat.Reset(hb - idle)
 		return nil
 	}
-	if err := st.send(heartbeat); err != nil {
-		return err
-	}
 	st.heartbeat.Reset(hb)
-	return nil
+	if st.isLive {
+		// Idle: follow the hub, so that a reconnect resumes from a recent position
+		// (inside the retention) rather than the last event of its own topics.
+		if position, settled := st.h.hub.Settled(st.sub); settled && position > st.last {
+			st.last = position
+			return st.sendPosition()
+		}
+	}
+	return st.send(heartbeat)
 }
 
 func (st *stream) writeFailed(err error) error {
