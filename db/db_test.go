@@ -364,13 +364,20 @@ func TestPublish(t *testing.T) {
 	}
 }
 
+// insertOldEvents adds n events two days old to the log, ids 1 to n in a fresh
+// database.
+func insertOldEvents(t *testing.T, sqlDB *sql.DB, n int) {
+	t.Helper()
+	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
+		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
+		FROM generate_series(1, $1)`, n)
+}
+
 func TestPrune(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
 	ctx := context.Background()
-	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
-		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
-		FROM generate_series(1, 25)`)
+	insertOldEvents(t, sqlDB, 25)
 	dbtest.InsertVideo(t, sqlDB, "new")
 
 	n, err := s.Prune(ctx, time.Now().Add(-24*time.Hour), 10)
@@ -503,9 +510,7 @@ func TestPrune_AllOldKeepsNewEvents(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
 	ctx := context.Background()
-	dbtest.Exec(t, sqlDB, `INSERT INTO pgsse.events (id, kind, topic, time, data)
-		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/old', now() - interval '2 days', '{}'
-		FROM generate_series(1, 25)`)
+	insertOldEvents(t, sqlDB, 25)
 
 	// Hold event 15 so the prune's second batch waits; commit a new event meanwhile.
 	holder := dbtest.Begin(t, sqlDB, `SELECT 1 FROM pgsse.events WHERE id = 15 FOR UPDATE`)

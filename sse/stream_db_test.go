@@ -19,6 +19,31 @@ import (
 	"pgsse/sse"
 )
 
+// openStore opens the store at url until the test ends.
+func openStore(t *testing.T, url string) *db.Store {
+	t.Helper()
+	store, err := db.Open(url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// serve starts a hub at cursor and a handler on history behind a test server,
+// both stopped when the test ends; it returns the hub and the server's URL.
+func serve(t *testing.T, cursor int64, history sse.History, cfg sse.HandlerConfig) (*sse.Hub, string) {
+	t.Helper()
+	hub := sse.NewHub(sse.HubConfig{})
+	hub.Start(cursor)
+	t.Cleanup(hub.Close)
+	e := echo.New()
+	sse.NewHandler(hub, history, cfg).Register(e)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return hub, srv.URL
+}
+
 // pruningHistory is the real store, pruning the whole log right after the
 // first replay batch is read: the pruner running mid-replay.
 type pruningHistory struct {
@@ -46,21 +71,9 @@ func TestStream_PrunedDuringReplay(t *testing.T) {
 		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/a', now() - interval '2 days',
 		       '{"video_id": "a", "status": "processed"}'
 		FROM generate_series(1, 250)`)
-	store, err := db.Open(url, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	_, srvURL := serve(t, 250, &pruningHistory{Store: openStore(t, url)}, sse.HandlerConfig{ReplayBatch: 100, Heartbeat: 100 * time.Millisecond})
 
-	hub := sse.NewHub(sse.HubConfig{})
-	hub.Start(250)
-	defer hub.Close()
-	e := echo.New()
-	sse.NewHandler(hub, &pruningHistory{Store: store}, sse.HandlerConfig{ReplayBatch: 100, Heartbeat: 100 * time.Millisecond}).Register(e)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-
-	req, _ := http.NewRequest("GET", srv.URL+"/events?topic=videos/*", nil)
+	req, _ := http.NewRequest("GET", srvURL+"/events?topic=videos/*", nil)
 	req.Header.Set("Last-Event-ID", "0")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -92,21 +105,10 @@ func TestStream_AnyVideoID(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
 	dbtest.InsertVideo(t, sqlDB, "legacy upload/7")
-	store, err := db.Open(url, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	hub := sse.NewHub(sse.HubConfig{})
-	hub.Start(1)
-	defer hub.Close()
-	e := echo.New()
-	sse.NewHandler(hub, store, sse.HandlerConfig{}).Register(e)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
+	_, srvURL := serve(t, 1, openStore(t, url), sse.HandlerConfig{})
 
 	for _, path := range []string{"/videos/legacy%20upload%2F7/events", "/events?topic=videos/legacy%2520upload%252F7"} {
-		resp, err := http.Get(srv.URL + path)
+		resp, err := http.Get(srvURL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,23 +128,11 @@ func TestStream_AnyVideoID(t *testing.T) {
 // while idle (a wildcard stream, or one on a video that does not exist yet, used
 // to reconnect with no Last-Event-ID and miss what was committed meanwhile).
 func TestStream_PositionFromFirstBytes(t *testing.T) {
-	url := dbtest.New(t)
-	store, err := db.Open(url, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	hub := sse.NewHub(sse.HubConfig{})
-	hub.Start(7)
-	defer hub.Close()
-	e := echo.New()
-	sse.NewHandler(hub, store, sse.HandlerConfig{Heartbeat: 50 * time.Millisecond}).Register(e)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
+	hub, srvURL := serve(t, 7, openStore(t, dbtest.New(t)), sse.HandlerConfig{Heartbeat: 50 * time.Millisecond})
 
 	position := int64(7)
 	for _, path := range []string{"/events?topic=videos/*", "/events?topic=videos/gap1"} {
-		resp, err := http.Get(srv.URL + path)
+		resp, err := http.Get(srvURL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
