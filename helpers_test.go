@@ -405,8 +405,10 @@ func firstDiff(got, want []int64) string {
 
 // logIDs returns the ids above after in the event log whose topic matches one
 // of the SQL LIKE patterns, in order: the truth a client is compared against.
+// It sequences first, so events committed but not yet in the log are included.
 func logIDs(t *testing.T, sqlDB *sql.DB, after int64, likes ...string) []int64 {
 	t.Helper()
+	sequence(t, sqlDB)
 	rows, err := sqlDB.Query(`SELECT id FROM pgsse.events WHERE topic LIKE ANY($1) AND id > $2 ORDER BY id`, pq.Array(likes), after)
 	if err != nil {
 		t.Fatal(err)
@@ -423,14 +425,23 @@ func logIDs(t *testing.T, sqlDB *sql.DB, after int64, likes ...string) []int64 {
 	return ids
 }
 
-// logHead returns the newest id in the log.
+// logHead returns the newest id in the log, after sequencing.
 func logHead(t *testing.T, sqlDB *sql.DB) int64 {
 	t.Helper()
+	sequence(t, sqlDB)
 	var head int64
 	if err := sqlDB.QueryRow(`SELECT coalesce(max(id), 0) FROM pgsse.events`).Scan(&head); err != nil {
 		t.Fatal(err)
 	}
 	return head
+}
+
+// sequence moves every committed event into the log, as a pgsse would.
+func sequence(t *testing.T, sqlDB *sql.DB) {
+	t.Helper()
+	if _, err := sqlDB.Exec(`SELECT pgsse.sequence(1000000)`); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func hasLine(logs, substr string) bool {

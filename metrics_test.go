@@ -75,6 +75,7 @@ func TestMetrics(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
 	dbtest.InsertVideo(t, sqlDB, "a")
+	sequence(t, sqlDB) // in the log before pgsse starts: read by no listener
 	p := startPgsse(t, url)
 
 	m := scrape(t, p.URL)

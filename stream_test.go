@@ -149,6 +149,7 @@ func TestStream_Reset(t *testing.T) {
 	sqlDB := dbtest.Open(t, url)
 	dbtest.InsertVideo(t, sqlDB, "a")
 	dbtest.SetStatus(t, sqlDB, "a", "processing")
+	sequence(t, sqlDB) // ids 1 and 2, before the test prunes them
 	p := startPgsse(t, url)
 
 	for _, tc := range []struct{ name, lastID, why string }{
@@ -189,6 +190,7 @@ func TestStream_LargeTransaction(t *testing.T) {
 	sqlDB := dbtest.Open(t, url)
 	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path)
 		SELECT 'v' || i, now(), now(), '/raw' FROM generate_series(1, 10000) i`)
+	sequence(t, sqlDB) // the inserts are history, before pgsse starts
 	p := startPgsse(t, url)
 	all := []*follower{follow(t, "", p.URL+"/events?topic=videos/*"), follow(t, "", p.URL+"/events?topic=videos/*")}
 	one := follow(t, "", p.URL+"/events?topic=videos/v42&topic=videos/v9999")

@@ -62,8 +62,11 @@ func (w *writer) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// head returns the newest event id.
+// head returns the newest event id, once every committed event has one.
 func head(ctx context.Context, db *sql.DB) (int64, error) {
+	if _, err := db.ExecContext(ctx, `SELECT pgsse.sequence(1000000)`); err != nil {
+		return 0, err
+	}
 	var id int64
 	err := db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM pgsse.events`).Scan(&id)
 	return id, err

@@ -17,10 +17,22 @@ import (
 // Unknown ids get no event. An event's time is that of the video's last status
 // change in the log; once that is pruned, updated_at (a timestamp without time
 // zone is read in the session's TimeZone, as the application wrote it).
-func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error) {
+func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (position int64, out []event.Event, err error) {
+	err = s.settled(ctx, "read video snapshot", func() (pending bool, err error) {
+		pending, position, out, err = s.videoSnapshot(ctx, videoIDs)
+		return pending, err
+	})
+	return position, out, err
+}
+
+// videoSnapshot reads a snapshot once. pending: a change to one of the videos is
+// committed but not yet in the log, so the state is ahead of the position.
+func (s *Store) videoSnapshot(ctx context.Context, videoIDs []string) (bool, int64, []event.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT head.position, v.id, v.processing_status, coalesce(changed.time, v.updated_at::timestamptz)
-		FROM (SELECT `+logHead+` AS position) AS head
+		SELECT head.position, head.pending, v.id, v.processing_status, coalesce(changed.time, v.updated_at::timestamptz)
+		FROM (SELECT `+logHead+` AS position, EXISTS (
+			SELECT 1 FROM pgsse.incoming i JOIN unnest($1::text[]) AS u(id)
+			ON i.topic = 'videos/' || pgsse.topic_segment(u.id)) AS pending) AS head
 		LEFT JOIN videos v ON v.id = ANY($1::text[])
 		LEFT JOIN LATERAL (
 			SELECT time FROM pgsse.events
@@ -28,19 +40,20 @@ func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []
 			ORDER BY id DESC LIMIT 1) AS changed ON true
 		ORDER BY v.id`, pq.Array(videoIDs))
 	if err != nil {
-		return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+		return false, 0, nil, fmt.Errorf("read video snapshot: %w", err)
 	}
 	defer rows.Close()
 
 	var position int64
+	var pending bool
 	var out []event.Event
 	for rows.Next() {
 		var (
 			id, status sql.NullString
 			updated    sql.NullTime
 		)
-		if err := rows.Scan(&position, &id, &status, &updated); err != nil {
-			return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+		if err := rows.Scan(&position, &pending, &id, &status, &updated); err != nil {
+			return false, 0, nil, fmt.Errorf("read video snapshot: %w", err)
 		}
 		if !id.Valid {
 			continue // no video matched: the one row carries only the position
@@ -55,10 +68,10 @@ func (s *Store) VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []
 		})
 	}
 	if err := rows.Err(); err != nil {
-		return 0, nil, fmt.Errorf("read video snapshot: %w", err)
+		return false, 0, nil, fmt.Errorf("read video snapshot: %w", err)
 	}
 	for i := range out {
 		out[i].ID = position
 	}
-	return position, out, nil
+	return pending, position, out, nil
 }

@@ -54,25 +54,35 @@ type VideoState struct {
 // RecentVideos returns the log position and the newest limit videos, oldest
 // first, with their latest progress, all read in one statement: the state
 // reflects exactly the events up to the position.
-func (s *Store) RecentVideos(ctx context.Context, limit int) (int64, []VideoState, error) {
+func (s *Store) RecentVideos(ctx context.Context, limit int) (position int64, out []VideoState, err error) {
+	err = s.settled(ctx, "read recent videos", func() (pending bool, err error) {
+		pending, position, out, err = s.recentVideos(ctx, limit)
+		return pending, err
+	})
+	return position, out, err
+}
+
+func (s *Store) recentVideos(ctx context.Context, limit int) (bool, int64, []VideoState, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT head.position, v.id, v.processing_status, v.created_at,
+		SELECT head.position, head.pending, v.id, v.processing_status, v.created_at,
 		       (p.data->>'percent')::float8, coalesce(p.data->>'stage', '')
-		FROM (SELECT `+logHead+` AS position) AS head
+		FROM (SELECT `+logHead+` AS position,
+			EXISTS (SELECT 1 FROM pgsse.incoming WHERE topic ^@ 'videos/') AS pending) AS head
 		LEFT JOIN LATERAL (
 			SELECT id, processing_status, created_at FROM videos ORDER BY created_at DESC, id LIMIT $1
 		) AS v ON true
 		LEFT JOIN LATERAL (
 			SELECT data FROM pgsse.events e
-			WHERE e.topic = 'videos/' || v.id AND e.kind = 'video.progress'
+			WHERE e.topic = 'videos/' || pgsse.topic_segment(v.id::text) AND e.kind = 'video.progress'
 			ORDER BY e.id DESC LIMIT 1
 		) AS p ON true
 		ORDER BY v.created_at, v.id`, limit)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read recent videos: %w", err)
+		return false, 0, nil, fmt.Errorf("read recent videos: %w", err)
 	}
 	defer rows.Close()
 	var position int64
+	var pending bool
 	var out []VideoState
 	for rows.Next() {
 		var (
@@ -81,8 +91,8 @@ func (s *Store) RecentVideos(ctx context.Context, limit int) (int64, []VideoStat
 			percent    sql.NullFloat64
 			stage      string
 		)
-		if err := rows.Scan(&position, &id, &status, &created, &percent, &stage); err != nil {
-			return 0, nil, fmt.Errorf("read recent videos: %w", err)
+		if err := rows.Scan(&position, &pending, &id, &status, &created, &percent, &stage); err != nil {
+			return false, 0, nil, fmt.Errorf("read recent videos: %w", err)
 		}
 		if !id.Valid {
 			continue // no videos: the row carries only the position
@@ -94,7 +104,7 @@ func (s *Store) RecentVideos(ctx context.Context, limit int) (int64, []VideoStat
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return 0, nil, fmt.Errorf("read recent videos: %w", err)
+		return false, 0, nil, fmt.Errorf("read recent videos: %w", err)
 	}
-	return position, out, nil
+	return pending, position, out, nil
 }

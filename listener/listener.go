@@ -1,7 +1,9 @@
 // Package listener turns the log into an ordered stream of typed events. It holds
-// the process's one lib/pq Listener, on the doorbell channel pgsse_events.
+// the process's one lib/pq Listener, on the doorbell channels: pgsse_incoming
+// (a writer committed events) and pgsse_events (they have ids in the log).
 //
-// A ring of the doorbell, the nil notification lib/pq sends after a reconnect
+// Every wake-up first sequences what writers committed (gives it ids in the
+// log), then reads. A ring of either doorbell, the nil notification lib/pq sends after a reconnect
 // (notifications may have been lost), and a periodic safety poll all lead to the
 // same thing: read the log after the cursor, in id order and in batches, until a
 // short batch, and hand the events on. Since the log, not the notification,
@@ -24,11 +26,14 @@ import (
 	"pgsse/event"
 )
 
-// Channel is the doorbell channel the log's commit trigger notifies.
-const Channel = "pgsse_events"
+// Channels are the doorbells: writers ring pgsse_incoming when they commit
+// events, the sequencer rings pgsse_events when it has moved them into the log.
+var Channels = []string{"pgsse_incoming", "pgsse_events"}
 
 // Log is where events are read from.
 type Log interface {
+	// Sequence moves events writers committed into the log, giving them ids.
+	Sequence(ctx context.Context) (int, error)
 	// Head returns the position to start from: the newest committed id.
 	Head(ctx context.Context) (int64, error)
 	// EventsAfter returns up to limit events with ids above after, in id order.
@@ -106,11 +111,13 @@ func (l *Listener) Run(ctx context.Context) error {
 		l.setConnected(false)
 	}()
 
-	if err := pql.Listen(Channel); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	for _, channel := range Channels {
+		if err := pql.Listen(channel); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("listen on %s: %w", channel, err)
 		}
-		return fmt.Errorf("listen on %s: %w", Channel, err)
 	}
 
 	cursor, err := l.head(ctx)
@@ -177,8 +184,12 @@ func (l *Listener) head(ctx context.Context) (int64, error) {
 	}
 }
 
-// catchUp reads and publishes every event after *cursor, batch by batch.
+// catchUp sequences what writers committed, then reads and publishes every
+// event after *cursor, batch by batch.
 func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
+	if _, err := l.log.Sequence(ctx); err != nil {
+		return err
+	}
 	for {
 		raws, err := l.log.EventsAfter(ctx, *cursor, l.cfg.Batch)
 		if err != nil {
