@@ -1,6 +1,7 @@
 package db_test
 
 import (
+	"context"
 	"database/sql"
 	"testing"
 	"time"
@@ -115,5 +116,26 @@ func assertStatusEvents(t *testing.T, raws []event.Raw, ids ...string) {
 		if got := statusOf(t, r).VideoID; got != ids[i] {
 			t.Errorf("event %d is of %s, want %s", r.ID, got, ids[i])
 		}
+	}
+}
+
+// TestVideoSnapshot_UnsequencedChange: a change committed but not yet sequenced
+// is in the state, so the snapshot's position must cover its event: a reader
+// continuing from it does not get the change a second time.
+func TestVideoSnapshot_UnsequencedChange(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.SetStatus(t, sqlDB, "a", "processed") // in pgsse.incoming, no id yet
+
+	position, snaps, err := s.VideoSnapshot(context.Background(), []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != 1 || snaps[0].Data.(*event.VideoStatus).Status != "processed" {
+		t.Fatalf("snapshot %+v, want a processed", snaps)
+	}
+	if later := eventsAfter(t, s, position); len(later) != 0 {
+		t.Errorf("after the snapshot's position %d: %d events of a, already in its state", position, len(later))
 	}
 }
