@@ -16,16 +16,18 @@ import (
 const logHead = `greatest((SELECT max(id) FROM pgsse.events), (SELECT pruned_through FROM pgsse.horizon))`
 
 // Head returns the log position a new reader starts from: the newest committed
-// id, or the horizon when the log is empty. Every event committed later has a
-// higher id.
-func (s *Store) Head(ctx context.Context) (int64, error) {
+// event, or the horizon (with no time) when the log is empty. Every event
+// committed later has a higher id.
+func (s *Store) Head(ctx context.Context) (event.Position, error) {
 	var head int64
+	var at sql.NullTime
 	err := s.db.QueryRowContext(ctx, `
-		SELECT `+logHead).Scan(&head)
+		SELECT h.id, e.time FROM (SELECT `+logHead+` AS id) h
+		LEFT JOIN pgsse.events e ON e.id = h.id`).Scan(&head, &at)
 	if err != nil {
-		return 0, fmt.Errorf("read log head: %w", err)
+		return event.Position{}, fmt.Errorf("read log head: %w", err)
 	}
-	return head, nil
+	return event.Position{ID: head, Time: at.Time}, nil
 }
 
 // LogBounds returns the log's extent. horizon: every event at or below it may have
@@ -41,15 +43,47 @@ func (s *Store) LogBounds(ctx context.Context) (horizon, newest int64, err error
 	return horizon, newest, nil
 }
 
-// EventsAfter returns up to limit events with ids above after, in id order.
-func (s *Store) EventsAfter(ctx context.Context, after int64, limit int) ([]event.Raw, error) {
-	rows, err := s.db.QueryContext(ctx, `
-		SELECT id, kind, topic, time, data FROM pgsse.events
-		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read events after %d: %w", after, err)
+// EventsAfter returns up to limit events after the position, in id order. It
+// fails with event.ErrLogReplaced when the log no longer holds the event at the
+// position (another time, or none) and the pruner did not take it.
+func (s *Store) EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, error) {
+	op := fmt.Sprintf("read events after %d", after.ID)
+	var at sql.NullTime
+	if !after.Time.IsZero() {
+		at = sql.NullTime{Time: after.Time, Valid: true}
 	}
-	return scanEvents(rows, fmt.Sprintf("read events after %d", after))
+	// One statement, so one snapshot: the check and the events agree.
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT c.same, e.id, e.kind, e.topic, e.time, e.data
+		FROM (SELECT coalesce(
+			(SELECT time = $2 FROM pgsse.events WHERE id = $1),
+			(SELECT pruned_through >= $1 FROM pgsse.horizon)) AS same) c
+		LEFT JOIN LATERAL (
+			SELECT id, kind, topic, time, data FROM pgsse.events
+			WHERE id > $1 ORDER BY id LIMIT $3) e ON c.same
+		ORDER BY e.id`, after.ID, at, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer rows.Close()
+	var out []event.Raw
+	for rows.Next() {
+		var same bool
+		r, ok, err := scanJoined(rows, &same)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		if !same {
+			return nil, fmt.Errorf("%s: %w", op, event.ErrLogReplaced)
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
 }
 
 // TopicEvents returns up to limit events in (after, through] whose topic is one of
@@ -74,15 +108,12 @@ func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, p
 	var out []event.Raw
 	var horizon int64
 	for rows.Next() {
-		var id sql.NullInt64
-		var kind, topic sql.NullString
-		var at sql.NullTime
-		var data []byte
-		if err := rows.Scan(&horizon, &id, &kind, &topic, &at, &data); err != nil {
+		r, ok, err := scanJoined(rows, &horizon)
+		if err != nil {
 			return nil, 0, fmt.Errorf("%s: %w", op, err)
 		}
-		if id.Valid {
-			out = append(out, event.Raw{ID: id.Int64, Kind: kind.String, Topic: topic.String, Time: at.Time, Data: data})
+		if ok {
+			out = append(out, r)
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -91,20 +122,17 @@ func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, p
 	return out, horizon, nil
 }
 
-func scanEvents(rows *sql.Rows, op string) ([]event.Raw, error) {
-	defer rows.Close()
-	var out []event.Raw
-	for rows.Next() {
-		var r event.Raw
-		if err := rows.Scan(&r.ID, &r.Kind, &r.Topic, &r.Time, &r.Data); err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		out = append(out, r)
+// scanJoined scans a row of one column (into head) left-joined with an event;
+// ok is false when the row has no event.
+func scanJoined(rows *sql.Rows, head any) (r event.Raw, ok bool, err error) {
+	var id sql.NullInt64
+	var kind, topic sql.NullString
+	var at sql.NullTime
+	var data []byte
+	if err := rows.Scan(head, &id, &kind, &topic, &at, &data); err != nil {
+		return r, false, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
+	return event.Raw{ID: id.Int64, Kind: kind.String, Topic: topic.String, Time: at.Time, Data: data}, id.Valid, nil
 }
 
 // Prune deletes events older than before, batch rows per transaction, and moves

@@ -13,7 +13,14 @@ type LogStats struct {
 	QueueUsage float64       // pg_notification_queue_usage(), 0 to 1
 	Rows       float64       // estimated rows in pgsse.events
 	OldestAge  time.Duration // age of the oldest event; 0 when empty
+	// Unsequenced counts committed events waiting in pgsse.incoming for an id,
+	// up to maxUnsequencedCount.
+	Unsequenced float64
 }
+
+// maxUnsequencedCount caps the count of pgsse.incoming: a backlog that large
+// already says no replica is sequencing, and counting more would scan it.
+const maxUnsequencedCount = 100000
 
 // LogStats reads the log's size and age and the notification queue's usage. The
 // row count is the planner's estimate: an exact count would scan the table.
@@ -23,8 +30,9 @@ func (s *Store) LogStats(ctx context.Context) (LogStats, error) {
 	err := s.db.QueryRowContext(ctx, `
 		SELECT pg_notification_queue_usage(),
 		       greatest((SELECT reltuples FROM pg_class WHERE oid = 'pgsse.events'::regclass), 0),
-		       coalesce(extract(epoch FROM now() - (SELECT time FROM pgsse.events ORDER BY id LIMIT 1)), 0)`).
-		Scan(&st.QueueUsage, &st.Rows, &age)
+		       coalesce(extract(epoch FROM now() - (SELECT time FROM pgsse.events ORDER BY id LIMIT 1)), 0),
+		       (SELECT count(*) FROM (SELECT FROM pgsse.incoming LIMIT $1) AS waiting)`, maxUnsequencedCount).
+		Scan(&st.QueueUsage, &st.Rows, &age, &st.Unsequenced)
 	if err != nil {
 		return LogStats{}, fmt.Errorf("read log stats: %w", err)
 	}
@@ -34,18 +42,19 @@ func (s *Store) LogStats(ctx context.Context) (LogStats, error) {
 
 // Collector exports LogStats at each scrape.
 type Collector struct {
-	store                 *Store
-	queue, rows, age, ups *prometheus.Desc
+	store                              *Store
+	queue, rows, age, unsequenced, ups *prometheus.Desc
 }
 
 // NewCollector returns a collector reading s.
 func NewCollector(s *Store) *Collector {
 	return &Collector{
-		store: s,
-		queue: prometheus.NewDesc("pgsse_notification_queue_usage_ratio", "pg_notification_queue_usage(): fraction of the NOTIFY queue in use.", nil, nil),
-		rows:  prometheus.NewDesc("pgsse_event_log_rows", "Rows in pgsse.events (planner estimate).", nil, nil),
-		age:   prometheus.NewDesc("pgsse_event_log_oldest_age_seconds", "Age of the oldest event in pgsse.events.", nil, nil),
-		ups:   prometheus.NewDesc("pgsse_database_up", "1 if the last scrape could query the database.", nil, nil),
+		store:       s,
+		queue:       prometheus.NewDesc("pgsse_notification_queue_usage_ratio", "pg_notification_queue_usage(): fraction of the NOTIFY queue in use.", nil, nil),
+		rows:        prometheus.NewDesc("pgsse_event_log_rows", "Rows in pgsse.events (planner estimate).", nil, nil),
+		age:         prometheus.NewDesc("pgsse_event_log_oldest_age_seconds", "Age of the oldest event in pgsse.events.", nil, nil),
+		unsequenced: prometheus.NewDesc("pgsse_events_unsequenced", "Committed events waiting in pgsse.incoming for an id (counted up to 100 000).", nil, nil),
+		ups:         prometheus.NewDesc("pgsse_database_up", "1 if the last scrape could query the database.", nil, nil),
 	}
 }
 
@@ -54,6 +63,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.queue
 	ch <- c.rows
 	ch <- c.age
+	ch <- c.unsequenced
 	ch <- c.ups
 }
 
@@ -70,4 +80,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, st.QueueUsage)
 	ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, st.Rows)
 	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, st.OldestAge.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.unsequenced, prometheus.GaugeValue, st.Unsequenced)
 }

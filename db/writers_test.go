@@ -139,3 +139,22 @@ func TestVideoSnapshot_UnsequencedChange(t *testing.T) {
 		t.Errorf("after the snapshot's position %d: %d events of a, already in its state", position, len(later))
 	}
 }
+
+// TestLogStats_Unsequenced: committed events waiting for an id are counted, so
+// an operator sees when no replica sequences.
+func TestLogStats_Unsequenced(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
+	dbtest.InsertVideo(t, sqlDB, "a")
+	dbtest.InsertVideo(t, sqlDB, "b")
+	for _, want := range []float64{2, 0} {
+		st, err := s.LogStats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Unsequenced != want {
+			t.Errorf("unsequenced = %v, want %v", st.Unsequenced, want)
+		}
+		eventsAfter(t, s, 0) // sequences
+	}
+}

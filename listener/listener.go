@@ -34,10 +34,11 @@ var Channels = []string{"pgsse_incoming", "pgsse_events"}
 type Log interface {
 	// Sequence moves events writers committed into the log, giving them ids.
 	Sequence(ctx context.Context) (int, error)
-	// Head returns the position to start from: the newest committed id.
-	Head(ctx context.Context) (int64, error)
-	// EventsAfter returns up to limit events with ids above after, in id order.
-	EventsAfter(ctx context.Context, after int64, limit int) ([]event.Raw, error)
+	// Head returns the position to start from: the newest committed event.
+	Head(ctx context.Context) (event.Position, error)
+	// EventsAfter returns up to limit events after the position, in id order,
+	// or event.ErrLogReplaced when the log no longer holds the event there.
+	EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, error)
 }
 
 // Sink receives the events, in order.
@@ -46,6 +47,9 @@ type Sink interface {
 	Start(cursor int64)
 	// Publish receives the next events; it must not block for long.
 	Publish(events []event.Event)
+	// Reset is called when the log was replaced: whatever came from the old one
+	// is void, and the next Publish continues from cursor in the new one.
+	Reset(cursor int64)
 }
 
 // Config tunes a Listener.
@@ -124,8 +128,8 @@ func (l *Listener) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx ended
 	}
-	l.sink.Start(cursor)
-	l.cfg.Logger.Info().Int64("cursor", cursor).Msg("listener started")
+	l.sink.Start(cursor.ID)
+	l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("listener started")
 
 	var poll <-chan time.Time
 	if l.cfg.PollInterval > 0 {
@@ -139,18 +143,22 @@ func (l *Listener) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	failing := false
 	for {
-		if err := l.catchUp(ctx, &cursor); err != nil {
+		err := l.catchUp(ctx, &cursor)
+		if errors.Is(err, event.ErrLogReplaced) {
+			err = l.reset(ctx, &cursor)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			if !failing {
-				l.cfg.Logger.Warn().Err(err).Int64("cursor", cursor).Msg("read log; retrying")
+				l.cfg.Logger.Warn().Err(err).Int64("cursor", cursor.ID).Msg("read log; retrying")
 				failing = true
 			}
 			retry.Reset(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 		} else if failing {
-			l.cfg.Logger.Info().Int64("cursor", cursor).Msg("read log recovered")
+			l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("read log recovered")
 			failing, backoff = false, 100*time.Millisecond
 		}
 		select {
@@ -163,21 +171,41 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 }
 
-// head reads the starting position, retrying until the database answers.
-func (l *Listener) head(ctx context.Context) (int64, error) {
+// reset moves the cursor to the head of a log that replaced the one it was in
+// and voids what the sink holds of the old one; the next read continues there.
+func (l *Listener) reset(ctx context.Context, cursor *event.Position) error {
+	head, err := l.log.Head(ctx)
+	if err != nil {
+		return err
+	}
+	l.cfg.Logger.Warn().Int64("cursor", cursor.ID).Int64("head", head.ID).
+		Msg("the event log was replaced (restored, recovered to a point in time, failed over or recreated); every stream is reset")
+	l.cfg.Metrics.LogResets.Inc()
+	l.sink.Reset(head.ID)
+	*cursor = head
+	l.cfg.Metrics.Cursor.Set(float64(head.ID))
+	return nil
+}
+
+// head reads the starting position, retrying until the database answers. What
+// was committed before is sequenced first: it is history, not live.
+func (l *Listener) head(ctx context.Context) (event.Position, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		cursor, err := l.log.Head(ctx)
+		_, err := l.log.Sequence(ctx)
 		if err == nil {
-			return cursor, nil
+			var cursor event.Position
+			if cursor, err = l.log.Head(ctx); err == nil {
+				return cursor, nil
+			}
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return event.Position{}, ctx.Err()
 		}
 		l.cfg.Logger.Warn().Err(err).Msg("read log head; retrying")
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return event.Position{}, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -186,7 +214,7 @@ func (l *Listener) head(ctx context.Context) (int64, error) {
 
 // catchUp sequences what writers committed, then reads and publishes every
 // event after *cursor, batch by batch.
-func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
+func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
 	if _, err := l.log.Sequence(ctx); err != nil {
 		return err
 	}
@@ -204,8 +232,9 @@ func (l *Listener) catchUp(ctx context.Context, cursor *int64) error {
 			l.cfg.Metrics.EventsRead.Add(float64(len(events)))
 		}
 		if len(raws) > 0 {
-			*cursor = raws[len(raws)-1].ID
-			l.cfg.Metrics.Cursor.Set(float64(*cursor))
+			last := raws[len(raws)-1]
+			*cursor = event.Position{ID: last.ID, Time: last.Time}
+			l.cfg.Metrics.Cursor.Set(float64(last.ID))
 		}
 		if len(raws) < l.cfg.Batch {
 			return nil

@@ -25,15 +25,18 @@ func TestMain(m *testing.M) {
 // consumer would.
 type sink struct {
 	started chan int64
+	resets  chan int64
 	events  chan event.Event
 	hold    sync.Mutex
 }
 
 func newSink() *sink {
-	return &sink{started: make(chan int64, 1), events: make(chan event.Event, 100000)}
+	return &sink{started: make(chan int64, 1), resets: make(chan int64, 10), events: make(chan event.Event, 100000)}
 }
 
 func (s *sink) Start(cursor int64) { s.started <- cursor }
+
+func (s *sink) Reset(cursor int64) { s.resets <- cursor }
 
 func (s *sink) Publish(events []event.Event) {
 	s.hold.Lock()
@@ -168,4 +171,45 @@ func TestListener_StuckConsumer(t *testing.T) {
 		wantVideo(t, s.next(t), fmt.Sprint("v", i))
 	}
 	// t.Cleanup checks that Run returns promptly on cancel.
+}
+
+// TestListener_LogReplaced: the log is swapped for one that has already handed
+// out more ids than the listener has read (a restored backup, a promoted replica)
+// while the listener runs. It is noticed by the event at the cursor, not by the
+// head, and the sink is reset to the new head; a pruned cursor is no reset.
+func TestListener_LogReplaced(t *testing.T) {
+	_, sqlDB, s := start(t)
+	for i := range 3 {
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("old", i))
+		wantVideo(t, s.next(t), fmt.Sprint("old", i))
+	}
+
+	// Pruning the event at the cursor is no reset.
+	dbtest.Exec(t, sqlDB, `DELETE FROM pgsse.events; UPDATE pgsse.horizon SET pruned_through = 3; NOTIFY pgsse_events`)
+	dbtest.InsertVideo(t, sqlDB, "kept")
+	if ev := s.next(t); ev.ID != 4 {
+		t.Fatalf("after pruning: event %d, want 4", ev.ID)
+	}
+
+	dbtest.Exec(t, sqlDB, `BEGIN;
+		TRUNCATE pgsse.events; UPDATE pgsse.horizon SET pruned_through = 0;
+		ALTER SEQUENCE pgsse.event_id_seq RESTART;
+		INSERT INTO pgsse.events (id, kind, topic, time, data)
+		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/restored' || i, now(),
+		       jsonb_build_object('video_id', 'restored' || i, 'status', 'pending')
+		FROM generate_series(1, 10) i;
+		NOTIFY pgsse_events;
+		COMMIT`)
+	select {
+	case cursor := <-s.resets:
+		if cursor != 10 {
+			t.Errorf("reset to %d, want the new head 10", cursor)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced log was not noticed")
+	}
+	dbtest.InsertVideo(t, sqlDB, "new")
+	if ev := s.next(t); ev.ID != 11 {
+		t.Fatalf("after the reset: event %d %+v, want 11 of the new log", ev.ID, ev.Data)
+	}
 }

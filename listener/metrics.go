@@ -12,6 +12,7 @@ type Metrics struct {
 	Reconnects  prometheus.Counter
 	Connected   prometheus.Gauge
 	Cursor      prometheus.Gauge
+	LogResets   prometheus.Counter
 }
 
 // NewMetrics registers the listener's metrics with reg (nil: not exported).
@@ -28,5 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pgsse_listener_connected", Help: "1 while the LISTEN connection is up."}),
 		Cursor: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgsse_listener_cursor", Help: "Id of the last event read from the log."}),
+		LogResets: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgsse_log_resets_total", Help: "Times the event log was found replaced (restore, failover, recreated database) and every stream reset."}),
 	}
 }

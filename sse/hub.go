@@ -103,6 +103,19 @@ func (h *Hub) stop() {
 	h.stopOnce.Do(func() { close(h.stopping) })
 }
 
+// Reset moves the hub to a log that replaced the one its events came from: the
+// history of the old one is dropped, the next Publish continues from cursor, and
+// every subscriber is ended with EndLogReset (its stream starts over).
+func (h *Hub) Reset(cursor int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cursor = cursor
+	h.history = history{maxLen: h.cfg.HistoryLen, maxBytes: h.cfg.HistoryBytes, from: cursor}
+	for s := range h.all {
+		h.end(s, EndLogReset)
+	}
+}
+
 // Publish hands the hub events in id order, each with an id above the last.
 // It never blocks on a subscriber.
 func (h *Hub) Publish(events []event.Event) {

@@ -294,3 +294,34 @@ func BenchmarkHub_Backlog(b *testing.B) {
 		}
 	}
 }
+
+// TestHub_Reset: a replaced log ends every subscriber with EndLogReset, drops
+// the old log's history, and the hub continues from the new cursor, even below
+// its old one.
+func TestHub_Reset(t *testing.T) {
+	h := NewHub(HubConfig{})
+	h.Start(0)
+	old := mustSubscribe(t, h, "videos/*")
+	h.Publish([]event.Event{statusEvent(1, "a"), statusEvent(2, "b"), statusEvent(3, "a")})
+
+	h.Reset(1)
+	select {
+	case <-old.Done():
+		if old.Reason() != EndLogReset {
+			t.Errorf("ended with %s, want %s", old.Reason(), EndLogReset)
+		}
+	default:
+		t.Fatal("a subscriber of the old log was not ended")
+	}
+	fresh := mustSubscribe(t, h, "videos/*")
+	if fresh.Cursor != 1 {
+		t.Errorf("new subscriber's cursor %d, want 1", fresh.Cursor)
+	}
+	if frames, ok := h.Backlog(fresh, 0); ok {
+		t.Errorf("backlog after the reset: %d frames of the old log, want none (read the new log)", len(frames))
+	}
+	h.Publish([]event.Event{statusEvent(2, "c")})
+	if got := queued(fresh); len(got) != 1 || got[0] != 2 {
+		t.Errorf("queued %v after the reset, want the new log's 2", got)
+	}
+}

@@ -62,18 +62,29 @@ func (st *stream) steps() error {
 	if err := st.waitStarted(); err != nil {
 		return err
 	}
+	st.held = -1
+	if st.req.resume {
+		st.held = st.req.lastID
+	}
+	err := st.follow(st.begin)
+	for errors.Is(err, errEnded) && st.reason == EndLogReset {
+		// The log was replaced: what the client holds belongs to the old one.
+		held := st.held
+		st.held, st.isLive, st.reason = -1, false, ""
+		err = st.follow(func() error { return st.reset("log_reset", max(held, 0)) })
+	}
+	return err
+}
+
+// follow subscribes, sends what start sends, then live events until the end.
+func (st *stream) follow(start func() error) error {
 	sub, err := st.h.hub.Subscribe(st.req.topics)
 	if err != nil {
 		return st.end(EndDraining)
 	}
 	defer st.h.hub.Unsubscribe(sub)
 	st.sub = sub
-
-	st.held = -1
-	if st.req.resume {
-		st.held = st.req.lastID
-	}
-	if err := st.begin(); err != nil {
+	if err := start(); err != nil {
 		return err
 	}
 	if err := st.sendPosition(); err != nil {

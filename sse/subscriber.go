@@ -20,6 +20,7 @@ const (
 	EndDraining    EndReason = "draining"       // the process is shutting down; reconnect elsewhere
 	EndShutdown    EndReason = "shutdown"
 	EndAuthExpired EndReason = "auth_expired"
+	EndLogReset    EndReason = "log_reset" // the log was replaced; the stream starts over on the new one
 )
 
 // frame is one event encoded once, shared by every subscriber that receives it.
