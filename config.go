@@ -10,11 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"pgsse/db"
 )
 
 // config is every setting, from the environment, overridden by flags.
 type config struct {
 	DatabaseURL  string
+	VideosSchema string
 	Addr         string
 	Heartbeat    time.Duration
 	Retention    time.Duration
@@ -143,6 +146,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	var origins, proxies string
 	f := &flags{fs: fs}
 	f.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL, e.g. postgres://user@host/db?sslmode=disable")
+	f.str(&cfg.VideosSchema, "videos-schema", "PGSSE_VIDEOS_SCHEMA", db.DefaultVideosSchema, "schema of the application's videos table (never found through search_path)")
 	f.str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
 	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
 	f.dur(&cfg.Retention, "retention", "PGSSE_RETENTION", 24*time.Hour, "how long events stay in the log for resuming clients")
@@ -185,6 +189,9 @@ func parseConfig(cmd string, args []string) (config, error) {
 	}
 	if cfg.DatabaseURL == "" && cmd != "healthcheck" {
 		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
+	}
+	if cfg.VideosSchema == "" {
+		errs = append(errs, errors.New("PGSSE_VIDEOS_SCHEMA is empty: name the schema of the videos table, e.g. public"))
 	}
 	var err error
 	if cfg.CORSOrigins, err = parseOrigins(origins); err != nil {

@@ -100,7 +100,7 @@ func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
 }
 
 func migrate(ctx context.Context, cfg config, log zerolog.Logger) error {
-	store, err := db.Open(cfg.DatabaseURL, 2)
+	store, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func healthcheck(cfg config) error {
 func simulate(ctx context.Context, cfg config, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	store, err := db.Open(cfg.DatabaseURL, 4)
+	store, err := db.Open(cfg.DatabaseURL, 4, db.VideosSchema(cfg.VideosSchema))
 	if err != nil {
 		return err
 	}

@@ -66,14 +66,14 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 
-	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns)
+	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns, db.VideosSchema(cfg.VideosSchema))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	// The listener reads on a pool of its own: clients waiting for snapshots and
 	// replays must never delay the live events everyone is waiting for.
-	logStore, err := db.Open(cfg.DatabaseURL, 2)
+	logStore, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
 	if err != nil {
 		return err
 	}

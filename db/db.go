@@ -8,13 +8,31 @@ import (
 	"fmt"
 	"time"
 
-	_ "github.com/lib/pq" // registers the "postgres" driver
+	"github.com/lib/pq" // also registers the "postgres" driver
 )
 
 // Store runs pgsse's queries on a connection pool.
 type Store struct {
-	url string
-	db  *sql.DB
+	url          string
+	db           *sql.DB
+	videosSchema string
+	videos       string // the application's table, quoted and schema-qualified
+}
+
+// DefaultVideosSchema is the schema of the application's videos table unless
+// configured otherwise.
+const DefaultVideosSchema = "public"
+
+// Option configures a Store.
+type Option func(*Store)
+
+// VideosSchema names the schema of the application's videos table (default
+// DefaultVideosSchema). pgsse never finds the table through search_path.
+func VideosSchema(schema string) Option {
+	return func(s *Store) {
+		s.videosSchema = schema
+		s.videos = pq.QuoteIdentifier(schema) + ".videos"
+	}
 }
 
 // DefaultMaxConns bounds a Store's pool: snapshots and replays are short, and a
@@ -25,7 +43,7 @@ const DefaultMaxConns = 16
 // Open prepares a pool of at most maxConns connections (DefaultMaxConns if
 // zero) to the database at url. It does not wait for the database: pgsse starts,
 // and keeps serving, while Postgres is away.
-func Open(url string, maxConns int) (*Store, error) {
+func Open(url string, maxConns int, opts ...Option) (*Store, error) {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
@@ -36,7 +54,12 @@ func Open(url string, maxConns int) (*Store, error) {
 	sqlDB.SetMaxOpenConns(maxConns)
 	sqlDB.SetMaxIdleConns(maxConns)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-	return &Store{url: url, db: sqlDB}, nil
+	s := &Store{url: url, db: sqlDB}
+	VideosSchema(DefaultVideosSchema)(s)
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s, nil
 }
 
 // Close closes the pool.

@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -55,6 +56,20 @@ func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	return s.attachVideos(ctx, conn)
+}
+
+// attachVideos puts pgsse's triggers on the application's videos table in the
+// configured schema; it fails when the table is not there.
+func (s *Store) attachVideos(ctx context.Context, conn *sql.Conn) error {
+	create := s.videosSchema == DefaultVideosSchema
+	if _, err := conn.ExecContext(ctx, `SELECT pgsse.attach_videos($1, $2)`, s.videosSchema, create); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Hint != "" {
+			return fmt.Errorf("migrate: attach to %s: %w (%s)", s.videos, err, pqErr.Hint)
+		}
+		return fmt.Errorf("migrate: attach to %s: %w", s.videos, err)
+	}
 	return nil
 }
 
@@ -64,7 +79,8 @@ func unlockMigrations(conn *sql.Conn) {
 	_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(1885827955, 2)")
 }
 
-// MigrationsApplied reports whether every embedded migration has been applied.
+// MigrationsApplied reports whether every embedded migration has been applied
+// and pgsse's triggers are on the videos table of the configured schema.
 func (s *Store) MigrationsApplied(ctx context.Context) (bool, error) {
 	files, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
@@ -75,12 +91,14 @@ func (s *Store) MigrationsApplied(ctx context.Context) (bool, error) {
 		versions[i] = strings.SplitN(f, "_", 2)[0]
 	}
 	var missing int
+	var attached bool
 	err = s.db.QueryRowContext(ctx, `
-		SELECT count(*) FROM unnest($1::text[]) AS v(version)
-		WHERE NOT EXISTS (SELECT 1 FROM pgsse.schema_migrations m WHERE m.version = v.version)`,
-		pq.Array(versions)).Scan(&missing)
+		SELECT (SELECT count(*) FROM unnest($1::text[]) AS v(version)
+		        WHERE NOT EXISTS (SELECT 1 FROM pgsse.schema_migrations m WHERE m.version = v.version)),
+		       EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($2) AND tgname = 'pgsse_video_status_insert')`,
+		pq.Array(versions), s.videos).Scan(&missing, &attached)
 	if err != nil {
 		return false, fmt.Errorf("check migrations: %w", err)
 	}
-	return missing == 0, nil
+	return missing == 0 && attached, nil
 }

@@ -33,7 +33,7 @@ func (s *Store) videoSnapshot(ctx context.Context, videoIDs []string) (bool, int
 		FROM (SELECT `+logHead+` AS position, EXISTS (
 			SELECT 1 FROM pgsse.incoming i JOIN unnest($1::text[]) AS u(id)
 			ON i.topic = 'videos/' || pgsse.topic_segment(u.id)) AS pending) AS head
-		LEFT JOIN videos v ON v.id = ANY($1::text[])
+		LEFT JOIN `+s.videos+` v ON v.id::text = ANY($1::text[])
 		LEFT JOIN LATERAL (
 			SELECT time FROM pgsse.events
 			WHERE topic = 'videos/' || pgsse.topic_segment(v.id::text) AND kind = 'video.status'

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"pgsse/event"
 )
 
 // The statements below are the ones the legacy upload API and processing worker
@@ -14,7 +16,7 @@ import (
 // InsertVideo inserts a pending video, as the upload API does.
 func (s *Store) InsertVideo(ctx context.Context, id, rawPath string) error {
 	_, err := s.db.ExecContext(ctx, `
-		INSERT INTO videos (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, rawPath)
+		INSERT INTO `+s.videos+` (id, created_at, updated_at, raw_file_path) VALUES ($1, now(), now(), $2)`, id, rawPath)
 	if err != nil {
 		return fmt.Errorf("insert video %s: %w", id, err)
 	}
@@ -23,7 +25,7 @@ func (s *Store) InsertVideo(ctx context.Context, id, rawPath string) error {
 
 // SetVideoStatus sets a video's processing_status, as the worker does.
 func (s *Store) SetVideoStatus(ctx context.Context, id, status string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE videos SET processing_status = $2 WHERE id = $1`, id, status)
+	_, err := s.db.ExecContext(ctx, `UPDATE `+s.videos+` SET processing_status = $2 WHERE id = $1`, id, status)
 	if err != nil {
 		return fmt.Errorf("set video %s status %s: %w", id, status, err)
 	}
@@ -36,7 +38,8 @@ func (s *Store) PublishProgress(ctx context.Context, id string, percent float64,
 	if err != nil {
 		return fmt.Errorf("publish progress of %s: %w", id, err)
 	}
-	if _, err := s.db.ExecContext(ctx, `SELECT pgsse.publish('video.progress', $1, $2)`, "videos/"+id, string(data)); err != nil {
+	topic, _ := event.VideoTopic(id) // the demo's ids always have one
+	if _, err := s.db.ExecContext(ctx, `SELECT pgsse.publish('video.progress', $1, $2)`, topic, string(data)); err != nil {
 		return fmt.Errorf("publish progress of %s: %w", id, err)
 	}
 	return nil
@@ -69,7 +72,7 @@ func (s *Store) recentVideos(ctx context.Context, limit int) (bool, int64, []Vid
 		FROM (SELECT `+logHead+` AS position,
 			EXISTS (SELECT 1 FROM pgsse.incoming WHERE topic ^@ 'videos/') AS pending) AS head
 		LEFT JOIN LATERAL (
-			SELECT id, processing_status, created_at FROM videos ORDER BY created_at DESC, id LIMIT $1
+			SELECT id, processing_status, created_at FROM `+s.videos+` ORDER BY created_at DESC, id LIMIT $1
 		) AS v ON true
 		LEFT JOIN LATERAL (
 			SELECT data FROM pgsse.events e

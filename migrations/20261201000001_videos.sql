@@ -1,15 +1,11 @@
 -- migrate:up
 
--- The videos table belongs to the application; pgsse creates it only where it does
--- not exist yet (a fresh development database) and never alters an existing one.
-CREATE TABLE IF NOT EXISTS videos (
-    id TEXT PRIMARY KEY,
-    created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    raw_file_path TEXT NOT NULL,
-    processed_file_path TEXT,
-    processing_status TEXT NOT NULL DEFAULT 'pending'
-);
+-- The videos table belongs to the application. This migration used to create it
+-- here when absent, as an unqualified `videos`: with a role named like a schema
+-- on its search_path ("$user"), that made an empty table in the wrong schema.
+-- pgsse.attach_videos (20261203000005_videos_table.sql) now finds the table in
+-- the configured schema, and creates it only in a database that has none.
+SELECT 1;
 
 -- migrate:down
 

@@ -135,19 +135,14 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER pgsse_video_status_insert
-AFTER INSERT ON videos
-FOR EACH ROW EXECUTE FUNCTION pgsse.video_status();
-
-CREATE TRIGGER pgsse_video_status_update
-AFTER UPDATE OF processing_status ON videos
-FOR EACH ROW WHEN (OLD.processing_status IS DISTINCT FROM NEW.processing_status)
-EXECUTE FUNCTION pgsse.video_status();
+-- The triggers that call it are attached to the application's table, named
+-- explicitly, by pgsse.attach_videos (20261203000005_videos_table.sql). Until
+-- that migration, they were created here on an unqualified `videos`, which
+-- follows search_path; databases migrated then keep them until attach_videos
+-- moves them.
 
 -- migrate:down
 
-DROP TRIGGER pgsse_video_status_update ON videos;
-DROP TRIGGER pgsse_video_status_insert ON videos;
 DROP FUNCTION pgsse.video_status();
 DROP FUNCTION pgsse.publish(text, text, jsonb);
 DROP FUNCTION pgsse.flush();

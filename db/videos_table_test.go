@@ -1,0 +1,136 @@
+package db_test
+
+import (
+	"context"
+	neturl "net/url"
+	"strings"
+	"testing"
+
+	"pgsse/db"
+	"pgsse/event"
+	"pgsse/internal/dbtest"
+)
+
+// appDatabase returns an unmigrated database holding the application's videos
+// table in schema, owned by the application's role, and the URL pgsse connects
+// with as role: it owns nothing there, may not create in public (PostgreSQL
+// 15's default), and has been granted what docs/security.md asks for: CREATE on
+// the database (for schema pgsse) and SELECT and TRIGGER on the table.
+func appDatabase(t *testing.T, schema, role string) (admin string, pgsse string) {
+	t.Helper()
+	url := dbtest.NewEmpty(t)
+	sqlDB := dbtest.Open(t, url)
+	var dbName string
+	if err := sqlDB.QueryRow(`SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '`+role+`') THEN CREATE ROLE `+role+` LOGIN; END IF;
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_owner') THEN CREATE ROLE app_owner; END IF;
+	END $$`)
+	t.Cleanup(func() {
+		dbtest.Exec(t, sqlDB, `DROP OWNED BY `+role+`, app_owner`)
+	})
+	dbtest.Exec(t, sqlDB, `
+		CREATE SCHEMA IF NOT EXISTS `+schema+` AUTHORIZATION app_owner;
+		CREATE TABLE `+schema+`.videos (
+			id TEXT PRIMARY KEY,
+			created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+			updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+			raw_file_path TEXT NOT NULL,
+			processed_file_path TEXT,
+			processing_status TEXT NOT NULL DEFAULT 'pending');
+		ALTER TABLE `+schema+`.videos OWNER TO app_owner;
+		REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		GRANT CREATE ON DATABASE `+dbName+` TO `+role+`;
+		GRANT USAGE ON SCHEMA `+schema+` TO `+role+`;
+		GRANT SELECT, TRIGGER ON `+schema+`.videos TO `+role)
+	u, _ := neturl.Parse(url)
+	u.User = neturl.User(role)
+	return url, u.String()
+}
+
+// TestMigrate_VideosTableNamedExplicitly: pgsse finds the application's table in
+// the configured schema, never through search_path. With the role named pgsse,
+// "$user" used to resolve to pgsse's own schema: the migration made an empty
+// pgsse.videos there and watched it, and writes to public.videos produced
+// nothing; with a role that may not create in public, it failed ("permission
+// denied for schema public") although the table existed.
+func TestMigrate_VideosTableNamedExplicitly(t *testing.T) {
+	for _, tc := range []struct{ name, schema, role string }{
+		{"RoleNamedPgsse", "public", "pgsse"},
+		{"RoleOwningNothingInPublic", "public", "pgsse_reader"},
+		{"OtherSchema", "app", "pgsse_reader"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			adminURL, url := appDatabase(t, tc.schema, tc.role)
+			s, err := db.Open(url, 0, db.VideosSchema(tc.schema))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			if err := s.Migrate(ctx, nil); err != nil {
+				t.Fatalf("migrate as %s, table in %s: %v", tc.role, tc.schema, err)
+			}
+			if ok, err := s.MigrationsApplied(ctx); err != nil || !ok {
+				t.Errorf("MigrationsApplied = %v, %v; want true", ok, err)
+			}
+
+			app := dbtest.Open(t, adminURL) // the application writes its own table
+			var stray bool
+			if err := app.QueryRow(`SELECT to_regclass('pgsse.videos') IS NOT NULL`).Scan(&stray); err != nil || stray {
+				t.Errorf("pgsse.videos exists (%v, %v): pgsse created a table of its own", stray, err)
+			}
+			dbtest.Exec(t, app, `INSERT INTO `+tc.schema+`.videos (id, created_at, updated_at, raw_file_path) VALUES ('a', now(), now(), '/raw/a')`)
+			dbtest.Exec(t, app, `UPDATE `+tc.schema+`.videos SET processing_status = 'processed' WHERE id = 'a'`)
+			if raws := eventsAfter(t, s, 0); len(raws) != 2 || statusOf(t, raws[1]).Status != "processed" {
+				t.Fatalf("events %+v, want a's insert and its change to processed", raws)
+			}
+			_, snaps, err := s.VideoSnapshot(ctx, []string{"a"})
+			if err != nil || len(snaps) != 1 || snaps[0].Data.(*event.VideoStatus).Status != "processed" {
+				t.Errorf("snapshot %+v, %v; want a processed, read from %s.videos", snaps, err, tc.schema)
+			}
+		})
+	}
+}
+
+// TestMigrate_VideosTableMissing: a schema without the table is refused with a
+// message that says where the table is, and nothing is created there.
+func TestMigrate_VideosTableMissing(t *testing.T) {
+	adminURL, url := appDatabase(t, "public", "pgsse_reader")
+	s, err := db.Open(url, 0, db.VideosSchema("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Migrate(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "no table app.videos") || !strings.Contains(err.Error(), "found public.videos") {
+		t.Fatalf("migrate with the table in another schema: %v, want no table app.videos, found public.videos", err)
+	}
+	if ok, _ := s.MigrationsApplied(context.Background()); ok {
+		t.Error("MigrationsApplied = true with no table to watch")
+	}
+	var created bool
+	if err := dbtest.Open(t, adminURL).QueryRow(`SELECT to_regclass('app.videos') IS NOT NULL`).Scan(&created); err != nil || created {
+		t.Errorf("app.videos created (%v, %v)", created, err)
+	}
+}
+
+// TestVideoSnapshot_NonTextID: an application whose ids are not text (here
+// bigint) gets snapshots too; the ids are compared as text.
+func TestVideoSnapshot_NonTextID(t *testing.T) {
+	url := dbtest.NewEmpty(t)
+	sqlDB := dbtest.Open(t, url)
+	dbtest.Exec(t, sqlDB, `CREATE TABLE videos (id bigint PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),
+		updated_at timestamptz NOT NULL DEFAULT now(), processing_status text NOT NULL DEFAULT 'pending')`)
+	s := mustOpen(t, url)
+	if err := s.Migrate(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id) VALUES (7)`)
+	_, snaps, err := s.VideoSnapshot(context.Background(), []string{"7", "x"})
+	if err != nil || len(snaps) != 1 || snaps[0].Topic != "videos/7" {
+		t.Fatalf("snapshot %+v, %v; want video 7's", snaps, err)
+	}
+}
