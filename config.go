@@ -16,20 +16,21 @@ import (
 
 // config is every setting, from the environment, overridden by flags.
 type config struct {
-	DatabaseURL  string
-	VideosSchema string
-	Addr         string
-	Heartbeat    time.Duration
-	Retention    time.Duration
-	Drain        time.Duration
-	MaxTopics    int
-	Queue        int
-	WriteTimeout time.Duration
-	PollInterval time.Duration
-	LogLevel     string
-	LogFormat    string
-	CORSOrigins  []string
-	Demo         bool
+	DatabaseURL       string
+	ListenDatabaseURL string
+	VideosSchema      string
+	Addr              string
+	Heartbeat         time.Duration
+	Retention         time.Duration
+	Drain             time.Duration
+	MaxTopics         int
+	Queue             int
+	WriteTimeout      time.Duration
+	PollInterval      time.Duration
+	LogLevel          string
+	LogFormat         string
+	CORSOrigins       []string
+	Demo              bool
 
 	AuthMode       string // "jwt" or "none"
 	JWTSecret      secret
@@ -146,6 +147,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	var origins, proxies string
 	f := &flags{fs: fs}
 	f.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL, e.g. postgres://user@host/db?sslmode=disable")
+	f.str(&cfg.ListenDatabaseURL, "listen-database-url", "PGSSE_LISTEN_DATABASE_URL", "", "PostgreSQL URL for the LISTEN connection, when DATABASE_URL is a transaction-mode pooler (default: DATABASE_URL)")
 	f.str(&cfg.VideosSchema, "videos-schema", "PGSSE_VIDEOS_SCHEMA", db.DefaultVideosSchema, "schema of the application's videos table (never found through search_path)")
 	f.str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
 	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
@@ -189,6 +191,9 @@ func parseConfig(cmd string, args []string) (config, error) {
 	}
 	if cfg.DatabaseURL == "" && cmd != "healthcheck" {
 		errs = append(errs, errors.New("no database: set DATABASE_URL or --database-url"))
+	}
+	if cfg.ListenDatabaseURL == "" {
+		cfg.ListenDatabaseURL = cfg.DatabaseURL
 	}
 	if cfg.VideosSchema == "" {
 		errs = append(errs, errors.New("PGSSE_VIDEOS_SCHEMA is empty: name the schema of the videos table, e.g. public"))

@@ -77,6 +77,14 @@ func startPgsse(t *testing.T, dbURL string, env ...string) *proc {
 // startPgsseOn starts `pgsse serve` on port and waits until it is ready.
 func startPgsseOn(t *testing.T, port int, dbURL string, env ...string) *proc {
 	t.Helper()
+	p := launchPgsse(t, port, dbURL, env...)
+	p.waitReady()
+	return p
+}
+
+// launchPgsse starts `pgsse serve` on port; it is killed when the test ends.
+func launchPgsse(t *testing.T, port int, dbURL string, env ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = command(t, dbURL, append([]string{fmt.Sprintf("PGSSE_ADDR=127.0.0.1:%d", port)}, env...), "serve")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -91,7 +99,6 @@ func startPgsseOn(t *testing.T, port int, dbURL string, env ...string) *proc {
 			t.Logf("pgsse %s logs:\n%s", p.URL, p.logs)
 		}
 	})
-	p.waitReady()
 	return p
 }
 

@@ -40,6 +40,8 @@ func (r *readiness) waitingFor() []string {
 	}
 	if !r.listener.Connected() {
 		waiting = append(waiting, "listener")
+	} else if !r.listener.Receiving() {
+		waiting = append(waiting, "listener_notifications")
 	}
 	if r.draining.Load() {
 		waiting = append(waiting, "draining")
@@ -91,7 +93,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	streamMetrics := sse.NewMetrics(reg)
 
 	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log, Metrics: streamMetrics})
-	lst := listener.New(listener.Config{URL: cfg.DatabaseURL, PollInterval: cfg.PollInterval, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
+	lst := listener.New(listener.Config{URL: cfg.ListenDatabaseURL, PollInterval: cfg.PollInterval, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
 	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
 		Authorizer: authorizer,
 		Limits: sse.Limits{

@@ -5,7 +5,10 @@ package db
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/lib/pq" // also registers the "postgres" driver
@@ -47,6 +50,10 @@ func Open(url string, maxConns int, opts ...Option) (*Store, error) {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
+	url, err := poolerSafe(url)
+	if err != nil {
+		return nil, err
+	}
 	sqlDB, err := sql.Open("postgres", url)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -64,3 +71,30 @@ func Open(url string, maxConns int, opts ...Option) (*Store, error) {
 
 // Close closes the pool.
 func (s *Store) Close() error { return s.db.Close() }
+
+// errBadURL stands for url.Parse's error, which quotes the URL, password and all.
+var errBadURL = errors.New("open database: the database URL does not parse as a URL")
+
+// poolerSafe turns on lib/pq's binary_parameters unless the URL sets it: a
+// query with parameters then goes out as one Parse/Bind/Execute, instead of a
+// Parse answered before the Bind, which a transaction-mode pooler (PgBouncer)
+// may send to two different server connections ("unnamed prepared statement
+// does not exist"). Keyword/value connection strings get it appended.
+func poolerSafe(rawURL string) (string, error) {
+	if !strings.HasPrefix(rawURL, "postgres://") && !strings.HasPrefix(rawURL, "postgresql://") {
+		if strings.Contains(rawURL, "binary_parameters=") {
+			return rawURL, nil
+		}
+		return rawURL + " binary_parameters=yes", nil
+	}
+	u, err := neturl.Parse(rawURL)
+	if err != nil {
+		return "", errBadURL
+	}
+	q := u.Query()
+	if q.Get("binary_parameters") == "" {
+		q.Set("binary_parameters", "yes")
+		u.RawQuery = q.Encode()
+	}
+	return u.String(), nil
+}

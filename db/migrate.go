@@ -19,31 +19,32 @@ import (
 )
 
 // migrationLock is the advisory lock (class "pgss", key 2) that serialises
-// migration runs across replicas.
-const migrationLock = "SELECT pg_advisory_lock(1885827955, 2)"
+// migration runs across replicas. It is transaction-scoped and held by a
+// transaction left open for the whole run: a transaction keeps its server
+// connection even through a transaction-mode pooler (PgBouncer), where a session
+// lock would be taken on one server connection and released on another.
+const migrationLock = "SELECT pg_advisory_xact_lock(1885827955, 2)"
 
-// Migrate applies pending migrations. Many replicas may call it at once: an
-// advisory lock, held on its own connection for the whole run, lets one apply
-// them while the others wait and then find nothing to do. dbmate's progress lines
-// go to progress, which may be nil.
+// Migrate applies pending migrations. Many replicas may call it at once: the
+// migration lock lets one apply them while the others wait and then find nothing
+// to do. dbmate's progress lines go to progress, which may be nil.
 func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 	if progress == nil {
 		progress = io.Discard
 	}
 	u, err := url.Parse(s.url)
 	if err != nil {
-		return fmt.Errorf("migrate: parse database url: %w", err)
+		return errBadURL
 	}
 
-	conn, err := s.db.Conn(ctx)
+	lock, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migrate: connect: %w", err)
+		return fmt.Errorf("migrate: begin: %w", err)
 	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, migrationLock); err != nil {
+	defer lock.Rollback() // releases the lock, after a failure
+	if _, err := lock.ExecContext(ctx, migrationLock); err != nil {
 		return fmt.Errorf("migrate: take advisory lock: %w", err)
 	}
-	defer unlockMigrations(conn)
 
 	m := dbmate.New(u)
 	m.FS = migrations.FS
@@ -56,14 +57,20 @@ func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	return s.attachVideos(ctx, conn)
+	if err := s.attachVideos(ctx, lock); err != nil {
+		return err
+	}
+	if err := lock.Commit(); err != nil {
+		return fmt.Errorf("migrate: commit: %w", err)
+	}
+	return nil
 }
 
 // attachVideos puts pgsse's triggers on the application's videos table in the
 // configured schema; it fails when the table is not there.
-func (s *Store) attachVideos(ctx context.Context, conn *sql.Conn) error {
+func (s *Store) attachVideos(ctx context.Context, tx *sql.Tx) error {
 	create := s.videosSchema == DefaultVideosSchema
-	if _, err := conn.ExecContext(ctx, `SELECT pgsse.attach_videos($1, $2)`, s.videosSchema, create); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT pgsse.attach_videos($1, $2)`, s.videosSchema, create); err != nil {
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Hint != "" {
 			return fmt.Errorf("migrate: attach to %s: %w (%s)", s.videos, err, pqErr.Hint)
@@ -71,12 +78,6 @@ func (s *Store) attachVideos(ctx context.Context, conn *sql.Conn) error {
 		return fmt.Errorf("migrate: attach to %s: %w", s.videos, err)
 	}
 	return nil
-}
-
-func unlockMigrations(conn *sql.Conn) {
-	// A fresh context: the caller's may be done, and the lock must not outlive
-	// this run on a pooled connection.
-	_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(1885827955, 2)")
 }
 
 // MigrationsApplied reports whether every embedded migration has been applied

@@ -36,6 +36,9 @@ type Log interface {
 	Sequence(ctx context.Context) (int, error)
 	// Head returns the position to start from: the newest committed event.
 	Head(ctx context.Context) (event.Position, error)
+	// Notify sends a notification (the listener's probe) through another
+	// connection than the LISTEN one.
+	Notify(ctx context.Context, channel, payload string) error
 	// EventsAfter returns up to limit events after the position, in id order,
 	// or event.ErrLogReplaced when the log no longer holds the event there.
 	EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, error)
@@ -71,6 +74,7 @@ type Listener struct {
 	log       Log
 	sink      Sink
 	connected atomic.Bool
+	probe     *probe
 }
 
 // New returns a listener reading log into sink.
@@ -81,7 +85,7 @@ func New(cfg Config, log Log, sink Sink) *Listener {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Listener{cfg: cfg, log: log, sink: sink}
+	return &Listener{cfg: cfg, log: log, sink: sink, probe: newProbe()}
 }
 
 // Connected reports whether the LISTEN connection is up.
@@ -100,10 +104,9 @@ func (l *Listener) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for range pql.Notify { // closed by pql.Close
-			select {
-			case wake <- struct{}{}:
-			default:
+		for n := range pql.Notify { // closed by pql.Close
+			if !l.probe.seen(n) {
+				signal(wake)
 			}
 		}
 	}()
@@ -115,7 +118,8 @@ func (l *Listener) Run(ctx context.Context) error {
 		l.setConnected(false)
 	}()
 
-	for _, channel := range Channels {
+	defer l.probe.timer.Stop()
+	for _, channel := range append(Channels[:len(Channels):len(Channels)], probeChannel) {
 		if err := pql.Listen(channel); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -130,6 +134,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 	l.sink.Start(cursor.ID)
 	l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("listener started")
+	l.sendProbe(ctx)
 
 	var poll <-chan time.Time
 	if l.cfg.PollInterval > 0 {
@@ -161,12 +166,30 @@ func (l *Listener) Run(ctx context.Context) error {
 			l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("read log recovered")
 			failing, backoff = false, 100*time.Millisecond
 		}
+		if err := l.wait(ctx, wake, poll, retry.C); err != nil {
+			return nil // ctx ended
+		}
+	}
+}
+
+// wait returns when the log should be read again; probes are handled meanwhile.
+func (l *Listener) wait(ctx context.Context, wake <-chan struct{}, poll, retry <-chan time.Time) error {
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case <-wake:
+			return nil
 		case <-poll:
-		case <-retry.C:
+			return nil
+		case <-retry:
+			return nil
+		case <-l.probe.again:
+			l.sendProbe(ctx)
+		case <-l.probe.back:
+			l.probeCameBack()
+		case <-l.probe.timer.C:
+			l.probeOverdue(ctx)
 		}
 	}
 }

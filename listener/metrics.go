@@ -13,6 +13,7 @@ type Metrics struct {
 	Connected   prometheus.Gauge
 	Cursor      prometheus.Gauge
 	LogResets   prometheus.Counter
+	Receiving   prometheus.Gauge
 }
 
 // NewMetrics registers the listener's metrics with reg (nil: not exported).
@@ -29,6 +30,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pgsse_listener_connected", Help: "1 while the LISTEN connection is up."}),
 		Cursor: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgsse_listener_cursor", Help: "Id of the last event read from the log."}),
+		Receiving: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgsse_listener_receiving", Help: "1 while the LISTEN connection's last probe notification came back."}),
 		LogResets: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgsse_log_resets_total", Help: "Times the event log was found replaced (restore, failover, recreated database) and every stream reset."}),
 	}
