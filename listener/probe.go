@@ -31,6 +31,7 @@ type probe struct {
 	again     chan struct{} // one slot: the connection was re-established
 	timer     *time.Timer   // fires when the current probe is overdue
 	receiving atomic.Bool
+	sent      bool // the current probe went out: its absence means something
 	failing   bool
 }
 
@@ -71,7 +72,9 @@ func (l *Listener) sendProbe(ctx context.Context) {
 	token := hex.EncodeToString(b)
 	l.probe.token.Store(&token)
 	l.probe.timer.Reset(probeTimeout)
-	if err := l.log.Notify(ctx, probeChannel, token); err != nil && ctx.Err() == nil {
+	err := l.log.Notify(ctx, probeChannel, token)
+	l.probe.sent = err == nil
+	if err != nil && ctx.Err() == nil {
 		l.cfg.Logger.Debug().Err(err).Msg("send listener probe")
 	}
 }
@@ -88,7 +91,13 @@ func (l *Listener) probeCameBack() {
 }
 
 // probeOverdue flags a LISTEN connection that hears nothing, then tries again.
+// A probe that could not be sent, or a connection that is down, says nothing
+// about hearing: that is an outage, reported as such elsewhere.
 func (l *Listener) probeOverdue(ctx context.Context) {
+	if !l.probe.sent || !l.connected.Load() {
+		l.sendProbe(ctx)
+		return
+	}
 	l.setReceiving(false)
 	if !l.probe.failing {
 		l.probe.failing = true
