@@ -3,13 +3,15 @@
 // (a writer committed events) and pgsse_events (they have ids in the log).
 //
 // Every wake-up first sequences what writers committed (gives it ids in the
-// log), then reads. A ring of either doorbell, the nil notification lib/pq sends after a reconnect
-// (notifications may have been lost), and a periodic safety poll all lead to the
-// same thing: read the log after the cursor, in id order and in batches, until a
-// short batch, and hand the events on. Since the log, not the notification,
-// carries the events, nothing is lost to a missed notification, a reconnect or a
-// database restart. Rows that cannot be decoded (written around pgsse.publish)
-// are logged and skipped.
+// log), then reads. A ring of either doorbell, the nil notification lib/pq sends
+// after a reconnect (notifications may have been lost), and a periodic safety
+// poll all lead to the same thing: read the log after the cursor, in id order
+// and in batches, until a short batch, and hand the events on. Since the log,
+// not the notification, carries the events, nothing is lost to a missed
+// notification, a reconnect or a database restart. Rows that cannot be decoded
+// (written around pgsse.publish) are logged and skipped. The cursor remembers
+// its event's time, so a log replaced under it is noticed (see Sink.Reset), and
+// a probe notification proves the LISTEN connection hears (see Receiving).
 package listener
 
 import (
