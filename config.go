@@ -194,6 +194,11 @@ func parseConfig(cmd string, args []string) (config, error) {
 	}
 	if cfg.ListenDatabaseURL == "" {
 		cfg.ListenDatabaseURL = cfg.DatabaseURL
+	} else if err := checkDatabaseURL("PGSSE_LISTEN_DATABASE_URL", cfg.ListenDatabaseURL); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkDatabaseURL("DATABASE_URL", cfg.DatabaseURL); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.VideosSchema == "" {
 		errs = append(errs, errors.New("PGSSE_VIDEOS_SCHEMA is empty: name the schema of the videos table, e.g. public"))
@@ -258,4 +263,18 @@ func parseCIDRs(list string) ([]*net.IPNet, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// checkDatabaseURL refuses a postgres:// URL that does not parse, without
+// quoting it: url.Parse's error carries the whole URL, password included, and
+// the usual cause is a password with a reserved character left as it is.
+func checkDatabaseURL(variable, value string) error {
+	if !strings.HasPrefix(value, "postgres://") && !strings.HasPrefix(value, "postgresql://") {
+		return nil // empty, or a keyword/value connection string: lib/pq parses it
+	}
+	if _, err := url.Parse(value); err != nil {
+		return fmt.Errorf("$%s does not parse as a URL: percent-encode reserved characters in the user name and password "+
+			"(%% as %%25, @ as %%40, # as %%23, / as %%2F, : as %%3A, ? as %%3F, space as %%20)", variable)
+	}
+	return nil
 }
