@@ -51,6 +51,8 @@ type config struct {
 	MaxHeaderBytes int
 	AdminAddr      string
 	Migrate        bool
+
+	UnknownVariables []string // PGSSE_ variables no setting reads, not misspellings of one: warned about
 }
 
 // secret is a flag value that never prints itself (not in --help, not in logs).
@@ -68,11 +70,75 @@ func (s *secret) Set(v string) error { *s = secret(v); return nil }
 // flags binds each setting to a flag whose default comes from its environment
 // variable, collecting malformed values.
 type flags struct {
-	fs   *flag.FlagSet
-	errs []error
+	fs    *flag.FlagSet
+	errs  []error
+	known map[string]bool // the variables bound so far
 }
 
-func (f *flags) env(name string) (string, bool) { return os.LookupEnv(name) }
+func (f *flags) env(name string) (string, bool) {
+	if f.known == nil {
+		f.known = map[string]bool{}
+	}
+	f.known[name] = true
+	return os.LookupEnv(name)
+}
+
+// typoDistance: an unknown PGSSE_ variable this close to a known one (in edits)
+// is taken for a misspelling of it and refused; a farther one is some other
+// tool's (a test harness, a wrapper) and only warned about.
+const typoDistance = 3
+
+// unknownVariables refuses PGSSE_ variables no setting reads that look like a
+// misspelt setting, which would otherwise be ignored in silence, and returns the
+// others. Kubernetes' service links for a Service named pgsse
+// (PGSSE_SERVICE_HOST, PGSSE_PORT, PGSSE_PORT_8080_TCP…) are not ours and pass.
+func (f *flags) unknownVariables() (others []string) {
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "PGSSE_") || f.known[name] || strings.HasPrefix(name, "PGSSE_SERVICE_") ||
+			name == "PGSSE_PORT" || strings.HasPrefix(name, "PGSSE_PORT_") {
+			continue
+		}
+		if near, d := f.nearest(name); d <= typoDistance {
+			f.errs = append(f.errs, fmt.Errorf("unknown variable $%s: did you mean $%s?", name, near))
+		} else {
+			others = append(others, name)
+		}
+	}
+	return others
+}
+
+// nearest returns the known variable with the smallest edit distance to name,
+// and the distance.
+func (f *flags) nearest(name string) (string, int) {
+	best, bestDist := "", -1
+	for k := range f.known {
+		if d := editDistance(name, k); bestDist < 0 || d < bestDist || (d == bestDist && k < best) {
+			best, bestDist = k, d
+		}
+	}
+	return best, bestDist
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
 
 func (f *flags) str(p *string, name, env, def, usage string) {
 	if v, ok := f.env(env); ok {
@@ -185,6 +251,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	cfg.UnknownVariables = f.unknownVariables()
 	errs := f.errs
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -200,6 +267,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	if err := checkDatabaseURL("DATABASE_URL", cfg.DatabaseURL); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkRanges(cfg)...)
 	if cfg.VideosSchema == "" {
 		errs = append(errs, errors.New("PGSSE_VIDEOS_SCHEMA is empty: name the schema of the videos table, e.g. public"))
 	}
@@ -277,4 +345,36 @@ func checkDatabaseURL(variable, value string) error {
 			"(%% as %%25, @ as %%40, # as %%23, / as %%2F, : as %%3A, ? as %%3F, space as %%20)", variable)
 	}
 	return nil
+}
+
+// minRetention keeps a mistyped retention from emptying the log: the pruner
+// would delete every event older than it a minute later.
+const minRetention = time.Minute
+
+// maxHeartbeat: proxies commonly drop a connection idle for 60 s.
+const maxHeartbeat = 60 * time.Second
+
+// checkRanges refuses values that make no sense. Zero means something only where
+// the README says so (the poll interval, the drain, the stream limits).
+func checkRanges(cfg config) []error {
+	var errs []error
+	if cfg.Addr == "" {
+		errs = append(errs, errors.New("$PGSSE_ADDR is empty: give a listen address such as :8080"))
+	}
+	if cfg.Retention < minRetention {
+		errs = append(errs, fmt.Errorf("$PGSSE_RETENTION=%v: at least %v (the pruner deletes every event older than it)", cfg.Retention, minRetention))
+	}
+	if cfg.Heartbeat <= 0 || cfg.Heartbeat >= maxHeartbeat {
+		errs = append(errs, fmt.Errorf("$PGSSE_HEARTBEAT=%v: above 0 and under %v (proxies drop connections idle for a minute)", cfg.Heartbeat, maxHeartbeat))
+	}
+	if cfg.WriteTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("$PGSSE_WRITE_TIMEOUT=%v: above 0", cfg.WriteTimeout))
+	}
+	if cfg.Queue < 1 {
+		errs = append(errs, fmt.Errorf("$PGSSE_QUEUE=%d: at least 1 event per stream", cfg.Queue))
+	}
+	if cfg.MaxTopics < 1 {
+		errs = append(errs, fmt.Errorf("$PGSSE_MAX_TOPICS=%d: at least 1 topic per stream", cfg.MaxTopics))
+	}
+	return errs
 }

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"pgsse/internal/dbtest"
 )
 
 // TestConfig_UnparseableDatabaseURL: a password with a reserved character left
@@ -63,4 +68,76 @@ func TestConfig_PasswordWithAtSign(t *testing.T) {
 	if strings.Contains(string(out), password) {
 		t.Errorf("output contains the password:\n%s", out)
 	}
+}
+
+// TestConfig_Refused: settings that would be ignored or make no sense are
+// refused with a message naming them (they used to pass silently: a misspelt
+// variable ignored, an empty address listening on a random port, a zero
+// retention emptying the log a minute later, zeros meaning the default).
+// Kubernetes' service links for a Service named pgsse pass.
+func TestConfig_Refused(t *testing.T) {
+	server := dbtest.ServerURL(t)
+	os.Unsetenv("PGSSE_TEST_DATABASE_URL") // the harness's; restored below
+	t.Cleanup(func() { os.Setenv("PGSSE_TEST_DATABASE_URL", server) })
+	t.Setenv("PGSSE_AUTH_MODE", "none")
+	t.Setenv("DATABASE_URL", "postgres://pgsse@127.0.0.1/app")
+	for _, tc := range []struct{ variable, value, want string }{
+		{"PGSSE_ADRR", ":9000", "did you mean $PGSSE_ADDR"},
+		{"PGSSE_RETENTON", "1h", "did you mean $PGSSE_RETENTION"},
+		{"PGSSE_ADDR", "", "PGSSE_ADDR is empty"},
+		{"PGSSE_RETENTION", "0s", "PGSSE_RETENTION=0s"},
+		{"PGSSE_HEARTBEAT", "0s", "PGSSE_HEARTBEAT=0s"},
+		{"PGSSE_HEARTBEAT", "90s", "PGSSE_HEARTBEAT=1m30s"},
+		{"PGSSE_WRITE_TIMEOUT", "0s", "PGSSE_WRITE_TIMEOUT=0s"},
+		{"PGSSE_QUEUE", "0", "PGSSE_QUEUE=0"},
+		{"PGSSE_MAX_TOPICS", "0", "PGSSE_MAX_TOPICS=0"},
+	} {
+		t.Run(tc.variable+"="+tc.value, func(t *testing.T) {
+			t.Setenv(tc.variable, tc.value)
+			_, err := parseConfig("serve", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("OtherToolsVariable", func(t *testing.T) {
+		t.Setenv("PGSSE_BLACKBOX_TARGET", "http://x")
+		cfg, err := parseConfig("serve", nil)
+		if err != nil || len(cfg.UnknownVariables) != 1 || cfg.UnknownVariables[0] != "PGSSE_BLACKBOX_TARGET" {
+			t.Errorf("a variable unlike any setting: %v, %v; want it passed on to be warned about", cfg.UnknownVariables, err)
+		}
+	})
+	t.Run("KubernetesServiceLinks", func(t *testing.T) {
+		t.Setenv("PGSSE_SERVICE_HOST", "10.0.0.1")
+		t.Setenv("PGSSE_PORT", "tcp://10.0.0.1:80")
+		t.Setenv("PGSSE_PORT_80_TCP_ADDR", "10.0.0.1")
+		if _, err := parseConfig("serve", nil); err != nil {
+			t.Errorf("service links refused: %v", err)
+		}
+	})
+}
+
+// TestReadyz_ValidJSON: with two things pending, /readyz is still one JSON
+// object (it printed Go's %q of a slice).
+func TestReadyz_ValidJSON(t *testing.T) {
+	p := launchPgsse(t, freePort(t), "postgres://postgres@127.0.0.1:1/app?sslmode=disable")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err != nil {
+			continue
+		}
+		var body struct {
+			Status     string   `json:"status"`
+			WaitingFor []string `json:"waiting_for"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("/readyz is not JSON: %v", err)
+		}
+		if len(body.WaitingFor) >= 2 {
+			return
+		}
+	}
+	t.Fatal("/readyz never named two pending things")
 }

@@ -26,6 +26,10 @@ import (
 // is the real main, built with the race detector like the tests.
 func TestMain(m *testing.M) {
 	if os.Getenv("PGSSE_AS_MAIN") == "1" {
+		// The harness's own variables are not pgsse settings.
+		for _, name := range []string{"PGSSE_AS_MAIN", "PGSSE_TEST_DATABASE_URL", "PGSSE_SCREENSHOT"} {
+			os.Unsetenv(name)
+		}
 		main()
 		os.Exit(0)
 	}

@@ -61,6 +61,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, name := range cfg.UnknownVariables {
+		log.Warn().Str("variable", name).Msg("unknown PGSSE_ variable ignored")
+	}
 	switch cmd {
 	case "serve":
 		return serve(ctx, cfg, log)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -58,7 +59,8 @@ func (r *readiness) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if waiting := r.waitingFor(); len(waiting) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, `{"status":"not ready","waiting_for":%q}`+"\n", waiting)
+		body, _ := json.Marshal(map[string]any{"status": "not ready", "waiting_for": waiting})
+		fmt.Fprintf(w, "%s\n", body)
 		return
 	}
 	fmt.Fprintln(w, `{"status":"ready"}`)
