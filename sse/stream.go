@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -409,8 +410,19 @@ func (st *stream) beat() error {
 	return st.send(heartbeat)
 }
 
+// writeFailed ends the stream after a failed write, with the reason that caused
+// it: an overflow the hub had already declared, else a write deadline (net/http
+// cancels the request's context when a write fails, so the context alone would
+// say client_gone), else a client that left.
 func (st *stream) writeFailed(err error) error {
-	if st.ctx.Err() != nil {
+	if st.sub != nil {
+		select {
+		case <-st.sub.Done():
+			return st.end(st.sub.Reason())
+		default:
+		}
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) && st.ctx.Err() != nil {
 		return st.end(EndClientGone)
 	}
 	st.log.Debug().Err(err).Msg("stream write failed")
