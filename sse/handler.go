@@ -64,10 +64,11 @@ type HandlerConfig struct {
 
 // Handler serves event streams. Mount it with Register.
 type Handler struct {
-	hub       *Hub
-	history   History
-	cfg       HandlerConfig
-	admission *admission
+	hub         *Hub
+	history     History
+	cfg         HandlerConfig
+	admission   *admission
+	capacityLog capacityLog
 }
 
 // NewHandler returns a handler streaming from hub, replaying from history.
@@ -322,11 +323,15 @@ func (h *Handler) refused(c echo.Context, err error) error {
 	ev := h.cfg.Logger.Info()
 	var re *RequestError
 	if errors.As(err, &re) {
-		if re.Status == http.StatusTooManyRequests || re.Status == http.StatusServiceUnavailable {
-			ev = h.cfg.Logger.Warn()
+		h.cfg.Metrics.StreamsRefused.WithLabelValues(strconv.Itoa(re.Status)).Inc()
+		if isCapacity(re) {
+			ok, suppressed := h.capacityLog.allow(re.Status, time.Now())
+			if !ok {
+				return err
+			}
+			ev = h.cfg.Logger.Warn().Int("not_logged_since_last", suppressed)
 		}
 		ev = ev.Int("status", re.Status).Str("param", re.Param).Str("reason", re.Reason)
-		h.cfg.Metrics.StreamsRefused.WithLabelValues(strconv.Itoa(re.Status)).Inc()
 	} else {
 		ev = ev.Err(err)
 	}
@@ -337,6 +342,9 @@ func (h *Handler) refused(c echo.Context, err error) error {
 func (h *Handler) stream(c echo.Context, req request) error {
 	access, release, err := h.admit(c, req)
 	if err != nil {
+		if re := (*RequestError)(nil); errors.As(err, &re) && isCapacity(re) && wantsEventStream(c.Request()) {
+			return h.busy(c, re)
+		}
 		return err
 	}
 	defer release()
