@@ -351,6 +351,9 @@ func checkDatabaseURL(variable, value string) error {
 // would delete every event older than it a minute later.
 const minRetention = time.Minute
 
+// minHeaderBytes: below it ordinary browser requests would not fit.
+const minHeaderBytes = 4096
+
 // maxHeartbeat: proxies commonly drop a connection idle for 60 s.
 const maxHeartbeat = 60 * time.Second
 
@@ -372,6 +375,9 @@ func checkRanges(cfg config) []error {
 	}
 	if cfg.Queue < 1 {
 		errs = append(errs, fmt.Errorf("$PGSSE_QUEUE=%d: at least 1 event per stream", cfg.Queue))
+	}
+	if cfg.MaxHeaderBytes < minHeaderBytes {
+		errs = append(errs, fmt.Errorf("$PGSSE_MAX_HEADER_BYTES=%d: at least %d", cfg.MaxHeaderBytes, minHeaderBytes))
 	}
 	if cfg.MaxTopics < 1 {
 		errs = append(errs, fmt.Errorf("$PGSSE_MAX_TOPICS=%d: at least 1 topic per stream", cfg.MaxTopics))

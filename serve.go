@@ -233,12 +233,17 @@ func newRouter(cfg config, ready *readiness) *echo.Echo {
 	return e
 }
 
+// headerSlack is what net/http reads beyond MaxHeaderBytes before refusing a
+// request head (its bufio slop): subtracted, so PGSSE_MAX_HEADER_BYTES is the
+// limit itself.
+const headerSlack = 4096
+
 func newServer(h http.Handler, cfg config) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxHeaderBytes:    max(cfg.MaxHeaderBytes-headerSlack, 1),
 		// No WriteTimeout: streams set a deadline per write instead.
 	}
 }
