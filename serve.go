@@ -137,6 +137,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	servers[0].RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
 
 	var listeners []net.Listener
+	mainConns, adminConns := connectionLimits()
 	for i, addr := range []string{cfg.Addr, cfg.AdminAddr}[:len(servers)] {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -145,8 +146,12 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 			}
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
-		listeners = append(listeners, ln)
-		log.Info().Str("addr", ln.Addr().String()).Bool("admin", i > 0).Str("version", version).Msg("pgsse serving")
+		limit := mainConns
+		if i > 0 {
+			limit = adminConns
+		}
+		log.Info().Str("addr", ln.Addr().String()).Bool("admin", i > 0).Int("max_connections", limit).Str("version", version).Msg("pgsse serving")
+		listeners = append(listeners, limitListener(ln, limit))
 	}
 
 	work, stopWork := context.WithCancel(context.Background())
