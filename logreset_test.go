@@ -93,7 +93,7 @@ func recreate(t *testing.T, dbURL string) {
 	admin := dbtest.Open(t, dbtest.ServerURL(t))
 	dbtest.Exec(t, admin, `DROP DATABASE `+name+` WITH (FORCE)`)
 	dbtest.Exec(t, admin, `CREATE DATABASE `+name)
-	s, err := db.Open(dbURL, 1)
+	s, err := db.Open(dbURL, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package db
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,8 @@ import (
 )
 
 // migrationLock is the advisory lock (class "pgss", key 2) that serialises
-// migration runs across replicas. It is transaction-scoped and held by a
+// migration runs across replicas (a run needs two connections of the pool: the
+// lock's and attach_videos'). It is transaction-scoped and held by a
 // transaction left open for the whole run: a transaction keeps its server
 // connection even through a transaction-mode pooler (PgBouncer), where a session
 // lock would be taken on one server connection and released on another.
@@ -35,6 +35,11 @@ func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 	u, err := url.Parse(s.url)
 	if err != nil {
 		return errBadURL
+	}
+	// Nothing to do is found by reading alone, so a replica whose schema is up to
+	// date starts on a read-only database too.
+	if done, err := s.MigrationsApplied(ctx); err == nil && done {
+		return nil
 	}
 
 	lock, err := s.db.BeginTx(ctx, nil)
@@ -57,7 +62,10 @@ func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 	if err := m.Migrate(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if err := s.attachVideos(ctx, lock); err != nil {
+	// On another connection, in a transaction of its own: this one began before
+	// dbmate created schema pgsse, and its backend may hold a stale "no such
+	// schema" in its catalog cache. The lock still serialises it.
+	if err := s.attachVideos(ctx); err != nil {
 		return err
 	}
 	if err := lock.Commit(); err != nil {
@@ -68,9 +76,9 @@ func (s *Store) Migrate(ctx context.Context, progress io.Writer) error {
 
 // attachVideos puts pgsse's triggers on the application's videos table in the
 // configured schema; it fails when the table is not there.
-func (s *Store) attachVideos(ctx context.Context, tx *sql.Tx) error {
+func (s *Store) attachVideos(ctx context.Context) error {
 	create := s.videosSchema == DefaultVideosSchema
-	if _, err := tx.ExecContext(ctx, `SELECT pgsse.attach_videos($1, $2)`, s.videosSchema, create); err != nil {
+	if _, err := s.db.ExecContext(ctx, `SELECT pgsse.attach_videos($1, $2)`, s.videosSchema, create); err != nil {
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Hint != "" {
 			return fmt.Errorf("migrate: attach to %s: %w (%s)", s.videos, err, pqErr.Hint)

@@ -134,3 +134,20 @@ func TestVideoSnapshot_NonTextID(t *testing.T) {
 		t.Fatalf("snapshot %+v, %v; want video 7's", snaps, err)
 	}
 }
+
+// TestMigrate_ReadOnlyWhenUpToDate: with every migration applied, Migrate only
+// reads, so pgsse starts on a read-only database (it used to fail: dbmate
+// creates its schema and table IF NOT EXISTS, which a read-only transaction
+// refuses).
+func TestMigrate_ReadOnlyWhenUpToDate(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	var dbName string
+	if err := sqlDB.QueryRow(`SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Exec(t, sqlDB, `ALTER DATABASE `+dbName+` SET default_transaction_read_only = on`)
+	if err := mustOpen(t, url).Migrate(context.Background(), nil); err != nil {
+		t.Fatalf("migrate an up-to-date read-only database: %v", err)
+	}
+}
