@@ -141,3 +141,52 @@ func TestReadyz_ValidJSON(t *testing.T) {
 	}
 	t.Fatal("/readyz never named two pending things")
 }
+
+// TestReadyz_LogFault: when the log cannot be read for a reason that will not
+// pass by itself (here its table renamed away), /readyz fails naming the log and
+// the SQLSTATE with a hint, and an error line says the same; fixed, pgsse is
+// ready again. It used to stay ready with one warning line.
+func TestReadyz_LogFault(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	p := startPgsse(t, url, "PGSSE_POLL_INTERVAL=200ms")
+	dbtest.Exec(t, sqlDB, `ALTER TABLE pgsse.events RENAME TO events_away`)
+
+	type answer struct {
+		WaitingFor []string          `json:"waiting_for"`
+		Fault      map[string]string `json:"fault"`
+	}
+	readyz := func() (int, answer) {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a answer
+		_ = json.NewDecoder(resp.Body).Decode(&a)
+		return resp.StatusCode, a
+	}
+	var a answer
+	for deadline := time.Now().Add(10 * time.Second); a.Fault["sqlstate"] != "42P01"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never named the fault; last %+v", a)
+		}
+		_, a = readyz()
+	}
+	if a.Fault["hint"] == "" || !strings.Contains(strings.Join(a.WaitingFor, ","), "log") {
+		t.Errorf("/readyz %+v: want waiting for the log, with a hint", a)
+	}
+	if !hasLine(p.logs.String(), `"level":"error","sqlstate":"42P01"`) {
+		t.Errorf("no error line with the SQLSTATE:\n%s", p.logs)
+	}
+
+	dbtest.Exec(t, sqlDB, `ALTER TABLE pgsse.events_away RENAME TO events`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if status, _ := readyz(); status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready again after the fix")
+		}
+	}
+}

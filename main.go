@@ -170,12 +170,16 @@ func migrateWithRetry(ctx context.Context, store *db.Store, log zerolog.Logger) 
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("migrations not applied; retrying")
+		ev := log.Warn()
+		if f := db.Classify(err); !f.Outage {
+			ev = log.Error().Str("sqlstate", f.SQLState).Str("hint", f.Hint)
+		}
+		ev.Err(err).Dur("retry_in", backoff).Msg("migrations not applied; retrying")
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, db.MaxRetryBackoff)
 	}
 }

@@ -39,6 +39,9 @@ func (r *readiness) waitingFor() []string {
 	if !r.migrated.Load() {
 		waiting = append(waiting, "migrations")
 	}
+	if r.listener.Failure() != nil {
+		waiting = append(waiting, "log")
+	}
 	if !r.listener.Connected() {
 		waiting = append(waiting, "listener")
 	} else if !r.listener.Receiving() {
@@ -59,7 +62,11 @@ func (r *readiness) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if waiting := r.waitingFor(); len(waiting) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		body, _ := json.Marshal(map[string]any{"status": "not ready", "waiting_for": waiting})
+		answer := map[string]any{"status": "not ready", "waiting_for": waiting}
+		if f := r.listener.Failure(); f != nil && !f.Outage {
+			answer["fault"] = map[string]string{"sqlstate": f.SQLState, "hint": f.Hint}
+		}
+		body, _ := json.Marshal(answer)
 		fmt.Fprintf(w, "%s\n", body)
 		return
 	}

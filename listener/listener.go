@@ -25,6 +25,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
 
+	"pgsse/db"
 	"pgsse/event"
 )
 
@@ -77,6 +78,7 @@ type Listener struct {
 	sink      Sink
 	connected atomic.Bool
 	probe     *probe
+	failure   atomic.Pointer[db.Fault] // the log cannot be read, and why; nil: it can
 }
 
 // New returns a listener reading log into sink.
@@ -90,13 +92,27 @@ func New(cfg Config, log Log, sink Sink) *Listener {
 	return &Listener{cfg: cfg, log: log, sink: sink, probe: newProbe()}
 }
 
+// Failure reports why the log cannot be read, or nil while it can.
+func (l *Listener) Failure() *db.Fault { return l.failure.Load() }
+
+func sameFault(a *db.Fault, b db.Fault) bool { return a != nil && *a == b }
+
+// logFailure starts the log line of a failed database call: a warning for an
+// outage (waited out), an error with the SQLSTATE and a hint for a fault.
+func logFailure(log zerolog.Logger, f db.Fault) *zerolog.Event {
+	if f.Outage {
+		return log.Warn()
+	}
+	return log.Error().Str("sqlstate", f.SQLState).Str("hint", f.Hint)
+}
+
 // Connected reports whether the LISTEN connection is up.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
 // Run listens and reads until ctx ends; it returns nil then, or an error if the
 // LISTEN itself is refused.
 func (l *Listener) Run(ctx context.Context) error {
-	pql := pq.NewListener(l.cfg.URL, 100*time.Millisecond, 5*time.Second, l.onEvent)
+	pql := pq.NewListener(l.cfg.URL, 100*time.Millisecond, db.MaxRetryBackoff, l.onEvent)
 
 	// Drain lib/pq's Notify channel at once, whatever the reader is doing: when its
 	// 32 slots fill, lib/pq's dispatch goroutine blocks and Ping and Close hang.
@@ -158,15 +174,18 @@ func (l *Listener) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !failing {
-				l.cfg.Logger.Warn().Err(err).Int64("cursor", cursor.ID).Msg("read log; retrying")
+			fault := db.Classify(err)
+			if !failing || !sameFault(l.failure.Load(), fault) {
+				logFailure(l.cfg.Logger, fault).Err(err).Int64("cursor", cursor.ID).Msg("read log; retrying")
 				failing = true
 			}
+			l.failure.Store(&fault)
 			retry.Reset(backoff)
-			backoff = min(2*backoff, 5*time.Second)
+			backoff = min(2*backoff, db.MaxRetryBackoff)
 		} else if failing {
 			l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("read log recovered")
 			failing, backoff = false, 100*time.Millisecond
+			l.failure.Store(nil)
 		}
 		if err := l.wait(ctx, wake, poll, retry.C); err != nil {
 			return nil // ctx ended
@@ -233,7 +252,7 @@ func (l *Listener) head(ctx context.Context) (event.Position, error) {
 			return event.Position{}, ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, db.MaxRetryBackoff)
 	}
 }
 
