@@ -190,3 +190,28 @@ func TestReadyz_LogFault(t *testing.T) {
 		}
 	}
 }
+
+// TestStream_FaultLogged: a stream whose snapshot fails for a reason that will
+// not pass (the videos table renamed away) waits with heartbeats, as in an
+// outage, but says so as an error with the SQLSTATE and a hint, not as a
+// "database unavailable" warning; fixed, it is served.
+func TestStream_FaultLogged(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	dbtest.InsertVideo(t, sqlDB, "a")
+	p := startPgsse(t, url)
+	dbtest.Exec(t, sqlDB, `ALTER TABLE videos RENAME TO videos_away`)
+	s := open(t, p.URL+"/videos/a/events", "")
+	for deadline := time.Now().Add(10 * time.Second); !hasLine(p.logs.String(), `"message":"database fault; stream waits"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no fault line:\n%s", p.logs)
+		}
+	}
+	if !hasLine(p.logs.String(), `"sqlstate":"42P01"`) {
+		t.Errorf("the fault line lacks the SQLSTATE:\n%s", p.logs)
+	}
+	dbtest.Exec(t, sqlDB, `ALTER TABLE videos_away RENAME TO videos`)
+	if snap := s.next(t); !snap.env.Snapshot {
+		t.Fatalf("after the fix got %s %s, want a's snapshot", snap.Type, snap.Data)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
+	"pgsse/db"
 	"pgsse/event"
 )
 
@@ -448,10 +449,14 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 			return st.end(EndClientGone)
 		}
 		if attempt == 0 {
-			st.log.Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
+			if f := db.Classify(err); f.Outage {
+				st.log.Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
+			} else {
+				st.log.Error().Err(err).Str("op", op).Str("sqlstate", f.SQLState).Str("hint", f.Hint).Msg("database fault; stream waits")
+			}
 		}
 		wait := time.NewTimer(backoff)
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, db.MaxRetryBackoff)
 		if err := st.waitRetry(wait); err != nil {
 			return err
 		}
