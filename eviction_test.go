@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,20 +16,8 @@ func TestStream_WriteDeadlineCounted(t *testing.T) {
 	sqlDB := dbtest.Open(t, url)
 	p := startPgsse(t, url, "PGSSE_WRITE_TIMEOUT=500ms", "PGSSE_QUEUE=100000")
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	fmt.Fprintf(conn, "GET /events?topic=videos/* HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(300 * time.Millisecond)
-
-	payload := strings.Repeat("x", 4000)
-	for batch := range 5 { // ~4 MB: far more than the socket buffers hold
-		dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/s' || i, json_build_object('video_id', 's' || i, 'percent', 1, 'stage', $1::text)::jsonb)
-			FROM generate_series($2::int, $2::int + 199) i`, payload, batch*200)
-	}
+	stalledClient(t, p.URL+"/events?topic=videos/*")
+	publishBulk(t, sqlDB, 5) // ~4 MB: far more than the socket buffers hold
 	for deadline := time.Now().Add(15 * time.Second); !hasLine(p.logs.String(), `"message":"stream ended"`); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the stalled stream was not dropped")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/lib/pq"
 	gosse "github.com/tmaxmax/go-sse"
+
+	"pgsse/internal/dbtest"
 )
 
 // TestMain lets the test binary stand in for pgsse: run with PGSSE_AS_MAIN=1 it
@@ -474,4 +477,34 @@ func countLines(logs, substr string) int {
 		}
 	}
 	return n
+}
+
+// stalledClient opens a stream at url over a raw connection with a small read
+// buffer, and never reads: a client on a stalled network. It is closed when the
+// test ends.
+func stalledClient(t *testing.T, url string) {
+	t.Helper()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", u.RequestURI())
+	time.Sleep(300 * time.Millisecond) // subscribed
+}
+
+// publishBulk commits batches × 200 video.progress events of about 4 KB each,
+// 200 per transaction, on topics videos/s<n>.
+func publishBulk(t *testing.T, sqlDB *sql.DB, batches int) {
+	t.Helper()
+	payload := strings.Repeat("x", 4000)
+	for batch := range batches {
+		dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/s' || i, json_build_object('video_id', 's' || i, 'percent', 1, 'stage', $1::text)::jsonb)
+			FROM generate_series($2::int, $2::int + 199) i`, payload, batch*200)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -274,21 +273,8 @@ func TestStream_SlowClient(t *testing.T) {
 	p := startPgsse(t, url, "PGSSE_QUEUE=64")
 	fast := follow(t, "", p.URL+"/events?topic=videos/*")
 
-	// The slow client sends its request and never reads.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	fmt.Fprintf(conn, "GET /events?topic=videos/* HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(300 * time.Millisecond)
-
-	payload := strings.Repeat("x", 4000)
-	for batch := range 10 {
-		dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/s' || i, json_build_object('video_id', 's' || i, 'percent', 1, 'stage', $1::text)::jsonb)
-			FROM generate_series($2::int, $2::int + 199) i`, payload, batch*200)
-	}
+	stalledClient(t, p.URL+"/events?topic=videos/*") // sends its request and never reads
+	publishBulk(t, sqlDB, 10)
 	want := logIDs(t, sqlDB, 0, "videos/%")
 	fast.waitIDs(t, want)
 
