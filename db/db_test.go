@@ -68,14 +68,8 @@ func TestMigrate(t *testing.T) {
 	t.Run("ExistingVideosWithLegacyTrigger", func(t *testing.T) {
 		url := dbtest.NewEmpty(t)
 		sqlDB := dbtest.Open(t, url)
+		dbtest.CreateVideos(t, sqlDB, "videos")
 		dbtest.Exec(t, sqlDB, `
-			CREATE TABLE videos (
-				id TEXT PRIMARY KEY,
-				created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-				updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
-				raw_file_path TEXT NOT NULL,
-				processed_file_path TEXT,
-				processing_status TEXT NOT NULL DEFAULT 'pending');
 			CREATE FUNCTION notify_upload_status() RETURNS trigger LANGUAGE plpgsql AS $$
 			BEGIN
 				PERFORM pg_notify('upload_status', NEW.id || ',' || NEW.processing_status);

@@ -31,15 +31,9 @@ func appDatabase(t *testing.T, schema, role string) (admin string, pgsse string)
 	t.Cleanup(func() {
 		dbtest.Exec(t, sqlDB, `DROP OWNED BY `+role+`, app_owner`)
 	})
+	dbtest.Exec(t, sqlDB, `CREATE SCHEMA IF NOT EXISTS `+schema+` AUTHORIZATION app_owner`)
+	dbtest.CreateVideos(t, sqlDB, schema+".videos")
 	dbtest.Exec(t, sqlDB, `
-		CREATE SCHEMA IF NOT EXISTS `+schema+` AUTHORIZATION app_owner;
-		CREATE TABLE `+schema+`.videos (
-			id TEXT PRIMARY KEY,
-			created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-			updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
-			raw_file_path TEXT NOT NULL,
-			processed_file_path TEXT,
-			processing_status TEXT NOT NULL DEFAULT 'pending');
 		ALTER TABLE `+schema+`.videos OWNER TO app_owner;
 		REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 		GRANT CREATE ON DATABASE `+dbName+` TO `+role+`;

@@ -84,6 +84,19 @@ func Begin(tb testing.TB, sqlDB *sql.DB, query string, args ...any) *sql.Tx {
 	return tx
 }
 
+// CreateVideos creates the legacy application's videos table as table (e.g.
+// "videos" or "app.videos"), as the application's own schema has it.
+func CreateVideos(tb testing.TB, sqlDB *sql.DB, table string) {
+	tb.Helper()
+	Exec(tb, sqlDB, `CREATE TABLE `+table+` (
+		id TEXT PRIMARY KEY,
+		created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+		updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+		raw_file_path TEXT NOT NULL,
+		processed_file_path TEXT,
+		processing_status TEXT NOT NULL DEFAULT 'pending')`)
+}
+
 // InsertVideo runs the legacy upload API's statement, unchanged.
 func InsertVideo(tb testing.TB, sqlDB *sql.DB, id string) {
 	tb.Helper()
