@@ -72,7 +72,7 @@ func NewHub(cfg HubConfig) *Hub {
 		all:      make(map[*Subscriber]struct{}),
 		exact:    make(map[string]map[*Subscriber]struct{}),
 		prefixed: make(map[string]map[*Subscriber]struct{}),
-		history:  history{maxLen: cfg.HistoryLen, maxBytes: cfg.HistoryBytes},
+		history:  newHistory(cfg, 0),
 	}
 }
 
@@ -110,7 +110,7 @@ func (h *Hub) Reset(cursor int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.cursor = cursor
-	h.history = history{maxLen: h.cfg.HistoryLen, maxBytes: h.cfg.HistoryBytes, from: cursor}
+	h.history = newHistory(h.cfg, cursor)
 	for s := range h.all {
 		h.end(s, EndLogReset)
 	}
@@ -323,6 +323,12 @@ type history struct {
 	frames           []*frame // ring storage, grows up to maxLen
 	head, n, bytes   int
 	from             int64
+}
+
+// newHistory returns an empty history, bounded as cfg says, whose events all
+// have ids above from.
+func newHistory(cfg HubConfig, from int64) history {
+	return history{maxLen: cfg.HistoryLen, maxBytes: cfg.HistoryBytes, from: from}
 }
 
 func (r *history) push(f *frame) {
