@@ -29,9 +29,12 @@ import (
 	"pgsse/event"
 )
 
-// Channels are the doorbells: writers ring pgsse_incoming when they commit
-// events, the sequencer rings pgsse_events when it has moved them into the log.
-var Channels = []string{"pgsse_incoming", "pgsse_events"}
+// The doorbells: writers ring pgsse_incoming when they commit events, the
+// sequencer rings pgsse_events when it has moved them into the log.
+const (
+	incomingChannel = "pgsse_incoming"
+	eventsChannel   = "pgsse_events"
+)
 
 // Log is where events are read from.
 type Log interface {
@@ -79,6 +82,10 @@ type Listener struct {
 	connected atomic.Bool
 	probe     *probe
 	failure   atomic.Pointer[db.Fault] // the log cannot be read, and why; nil: it can
+	// sequenceDue: writers may have committed events that have no id yet (a ring
+	// of pgsse_incoming, a reconnect, the poll, a failed attempt). A ring of
+	// pgsse_events alone needs only a read: the events already have ids.
+	sequenceDue atomic.Bool
 }
 
 // New returns a listener reading log into sink.
@@ -123,9 +130,13 @@ func (l *Listener) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		for n := range pql.Notify { // closed by pql.Close
-			if !l.probe.seen(n) {
-				signal(wake)
+			if l.probe.seen(n) {
+				continue
 			}
+			if n == nil || n.Channel == incomingChannel {
+				l.sequenceDue.Store(true)
+			}
+			signal(wake)
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() { _ = pql.Close() }) // unblocks Listen
@@ -137,7 +148,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	}()
 
 	defer l.probe.timer.Stop()
-	for _, channel := range append(Channels[:len(Channels):len(Channels)], probeChannel) {
+	for _, channel := range []string{incomingChannel, eventsChannel, probeChannel} {
 		if err := pql.Listen(channel); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -180,6 +191,7 @@ func (l *Listener) Run(ctx context.Context) error {
 				failing = true
 			}
 			l.failure.Store(&fault)
+			l.sequenceDue.Store(true) // whatever failed, try it all again
 			retry.Reset(backoff)
 			backoff = min(2*backoff, db.MaxRetryBackoff)
 		} else if failing {
@@ -202,6 +214,7 @@ func (l *Listener) wait(ctx context.Context, wake <-chan struct{}, poll, retry <
 		case <-wake:
 			return nil
 		case <-poll:
+			l.sequenceDue.Store(true)
 			return nil
 		case <-retry:
 			return nil
@@ -256,11 +269,13 @@ func (l *Listener) head(ctx context.Context) (event.Position, error) {
 	}
 }
 
-// catchUp sequences what writers committed, then reads and publishes every
-// event after *cursor, batch by batch.
+// catchUp sequences what writers committed, when due, then reads and publishes
+// every event after *cursor, batch by batch.
 func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
-	if _, err := l.log.Sequence(ctx); err != nil {
-		return err
+	if l.sequenceDue.Swap(false) {
+		if _, err := l.log.Sequence(ctx); err != nil {
+			return err
+		}
 	}
 	for {
 		raws, err := l.log.EventsAfter(ctx, *cursor, l.cfg.Batch)
