@@ -2,8 +2,9 @@
 // the process's one lib/pq Listener, on the doorbell channels: pgsse_incoming
 // (a writer committed events) and pgsse_events (they have ids in the log).
 //
-// Every wake-up first sequences what writers committed (gives it ids in the
-// log), then reads. A ring of either doorbell, the nil notification lib/pq sends
+// A wake-up first sequences what writers committed (gives it ids in the log)
+// when that is due — a ring of pgsse_incoming, a reconnect, the poll — then
+// reads. A ring of either doorbell, the nil notification lib/pq sends
 // after a reconnect (notifications may have been lost), and a periodic safety
 // poll all lead to the same thing: read the log after the cursor, in id order
 // and in batches, until a short batch, and hand the events on. Since the log,
