@@ -19,6 +19,7 @@ type config struct {
 	DatabaseURL       string
 	ListenDatabaseURL string
 	VideosSchema      string
+	DBTimeout         time.Duration
 	Addr              string
 	Heartbeat         time.Duration
 	Retention         time.Duration
@@ -215,6 +216,7 @@ func parseConfig(cmd string, args []string) (config, error) {
 	f.str(&cfg.DatabaseURL, "database-url", "DATABASE_URL", "", "PostgreSQL URL, e.g. postgres://user@host/db?sslmode=disable")
 	f.str(&cfg.ListenDatabaseURL, "listen-database-url", "PGSSE_LISTEN_DATABASE_URL", "", "PostgreSQL URL for the LISTEN connection, when DATABASE_URL is a transaction-mode pooler (default: DATABASE_URL)")
 	f.str(&cfg.VideosSchema, "videos-schema", "PGSSE_VIDEOS_SCHEMA", db.DefaultVideosSchema, "schema of the application's videos table (never found through search_path)")
+	f.dur(&cfg.DBTimeout, "db-timeout", "PGSSE_DB_TIMEOUT", db.DefaultTimeout, "a database connection that answers nothing this long is given up (statements: half of it)")
 	f.str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
 	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
 	f.dur(&cfg.Retention, "retention", "PGSSE_RETENTION", 24*time.Hour, "how long events stay in the log for resuming clients")
@@ -354,6 +356,9 @@ const minRetention = time.Minute
 // minHeaderBytes: below it ordinary browser requests would not fit.
 const minHeaderBytes = 4096
 
+// minDBTimeout: below it ordinary queries under load would be given up.
+const minDBTimeout = 2 * time.Second
+
 // maxHeartbeat: proxies commonly drop a connection idle for 60 s.
 const maxHeartbeat = 60 * time.Second
 
@@ -372,6 +377,9 @@ func checkRanges(cfg config) []error {
 	}
 	if cfg.WriteTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("$PGSSE_WRITE_TIMEOUT=%v: above 0", cfg.WriteTimeout))
+	}
+	if cfg.DBTimeout < minDBTimeout {
+		errs = append(errs, fmt.Errorf("$PGSSE_DB_TIMEOUT=%v: at least %v (pgsse's statements get half of it)", cfg.DBTimeout, minDBTimeout))
 	}
 	if cfg.Queue < 1 {
 		errs = append(errs, fmt.Errorf("$PGSSE_QUEUE=%d: at least 1 event per stream", cfg.Queue))

@@ -70,7 +70,8 @@ func (s *syncBuffer) String() string {
 func command(t *testing.T, dbURL string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "PGSSE_AS_MAIN=1", "DATABASE_URL="+dbURL, "PGSSE_LOG_FORMAT=json", "PGSSE_LOG_LEVEL=debug",
-		"PGSSE_AUTH_MODE=none", "PGSSE_CONNECT_RATE=0", "PGSSE_MAX_STREAMS_PER_IP=0") // tests that need auth or limits set them
+		"PGSSE_AUTH_MODE=none", "PGSSE_CONNECT_RATE=0", "PGSSE_MAX_STREAMS_PER_IP=0", // tests that need auth or limits set them
+		"GORACE=atexit_sleep_ms=0") // the race detector would add a second to every exit
 	cmd.Env = append(cmd.Env, env...)
 	return cmd
 }

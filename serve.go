@@ -77,14 +77,14 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 
-	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns, db.VideosSchema(cfg.VideosSchema))
+	store, err := db.Open(cfg.DatabaseURL, db.DefaultMaxConns, db.VideosSchema(cfg.VideosSchema), db.Timeout(cfg.DBTimeout))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	// The listener reads on a pool of its own: clients waiting for snapshots and
 	// replays must never delay the live events everyone is waiting for.
-	logStore, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
+	logStore, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema), db.Timeout(cfg.DBTimeout))
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	streamMetrics := sse.NewMetrics(reg)
 
 	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log, Metrics: streamMetrics})
-	lst := listener.New(listener.Config{URL: cfg.ListenDatabaseURL, PollInterval: cfg.PollInterval, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
+	lst := listener.New(listener.Config{URL: cfg.ListenDatabaseURL, PollInterval: cfg.PollInterval, Timeout: cfg.DBTimeout, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
 	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
 		Authorizer: authorizer,
 		Limits: sse.Limits{
@@ -203,7 +203,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	defer stopAgain()
 	hub.Drain(again.Done(), cfg.Drain)
 
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Whatever the database does, the process is gone shutdownGrace after the
+	// drain: work stuck on a stalled connection is not waited for past it.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	for _, srv := range servers {
 		if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -211,10 +213,20 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 	}
 	stopWork()
-	err = g.Wait()
-	log.Info().Msg("stopped")
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Wait() }()
+	select {
+	case err = <-stopped:
+		log.Info().Msg("stopped")
+	case <-shutdownCtx.Done():
+		log.Warn().Msg("stopped without waiting for database calls still in flight")
+	}
 	return err
 }
+
+// shutdownGrace is how long, after the drain, requests and database work have
+// to end before the process exits anyway.
+const shutdownGrace = 5 * time.Second
 
 func newRouter(cfg config, ready *readiness) *echo.Echo {
 	e := echo.New()
@@ -264,7 +276,14 @@ func newServer(h http.Handler, cfg config) *http.Server {
 // someone else (a migration Job) has.
 func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger) error {
 	if cfg.Migrate {
-		return migrateWithRetry(ctx, store, log)
+		// On a pool of its own, without the I/O timeout: a migration may rightly
+		// wait long on the application's locks (CREATE TRIGGER on videos).
+		migrations, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
+		if err != nil {
+			return err
+		}
+		defer migrations.Close()
+		return migrateWithRetry(ctx, migrations, log)
 	}
 	logged := false
 	for {

@@ -6,7 +6,6 @@ package db
 import (
 	"database/sql"
 	"errors"
-	"fmt"
 	neturl "net/url"
 	"strings"
 	"time"
@@ -17,6 +16,8 @@ import (
 // Store runs pgsse's queries on a connection pool.
 type Store struct {
 	url          string
+	timeout      time.Duration // see Timeout; zero: calls may wait on the server
+	dialer       *Dialer
 	db           *sql.DB
 	videosSchema string
 	videos       string // the application's table, quoted and schema-qualified
@@ -38,6 +39,16 @@ func VideosSchema(schema string) Option {
 	}
 }
 
+// Timeout bounds every call on the pool's connections: a read or write that
+// makes no progress for d fails (see Dialer), and each statement carries a
+// server-side statement_timeout of half that, so that a statement stuck on a
+// lock is cancelled by the server, cleanly, before the connection gives up.
+// Without it (migrations, whose statements may rightly wait on the
+// application's locks) only the kernel's keepalives watch the connection.
+func Timeout(d time.Duration) Option {
+	return func(s *Store) { s.timeout = d }
+}
+
 // DefaultMaxConns bounds a Store's pool: snapshots and replays are short, and a
 // small pool bounds the load one replica puts on Postgres however many clients
 // it serves (a herd of reconnecting clients queues here, not in the database).
@@ -54,18 +65,20 @@ func Open(url string, maxConns int, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	sqlDB, err := sql.Open("postgres", url)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	sqlDB.SetMaxOpenConns(maxConns)
-	sqlDB.SetMaxIdleConns(maxConns)
-	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{url: url, db: sqlDB}
+	s := &Store{url: url}
 	VideosSchema(DefaultVideosSchema)(s)
 	for _, opt := range opts {
 		opt(s)
 	}
+	s.dialer = NewDialer(s.timeout, s.timeout > 0)
+	c, err := newConnector(url, s.dialer, s.timeout/2)
+	if err != nil {
+		return nil, err
+	}
+	s.db = sql.OpenDB(c)
+	s.db.SetMaxOpenConns(maxConns)
+	s.db.SetMaxIdleConns(maxConns)
+	s.db.SetConnMaxIdleTime(5 * time.Minute)
 	return s, nil
 }
 

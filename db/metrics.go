@@ -2,7 +2,9 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,11 +42,22 @@ func (s *Store) LogStats(ctx context.Context) (LogStats, error) {
 	return st, nil
 }
 
-// Collector exports LogStats at each scrape.
+// Collector exports LogStats at each scrape. A scrape waits at most
+// collectWait for the database: a stalled database must not stall /metrics,
+// which is how the operator sees it. A query that takes longer keeps running
+// (one at a time, ended by the pool's timeout) and serves a later scrape.
 type Collector struct {
 	store                              *Store
 	queue, rows, age, unsequenced, ups *prometheus.Desc
+
+	mu      sync.Mutex
+	pending chan struct{} // closed when the query in flight ends; nil: none
+	last    LogStats
+	lastErr error
 }
+
+// collectWait is how long a scrape waits for the log's stats.
+const collectWait = 500 * time.Millisecond
 
 // NewCollector returns a collector reading s.
 func NewCollector(s *Store) *Collector {
@@ -69,9 +82,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	st, err := c.store.LogStats(ctx)
+	st, err := c.stats()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.ups, prometheus.GaugeValue, 0)
 		return
@@ -81,4 +92,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, st.Rows)
 	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, st.OldestAge.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.unsequenced, prometheus.GaugeValue, st.Unsequenced)
+}
+
+// stats starts a query unless one is in flight and returns its result if it
+// ends within collectWait, else an error.
+func (c *Collector) stats() (LogStats, error) {
+	c.mu.Lock()
+	if c.pending == nil {
+		done := make(chan struct{})
+		c.pending = done
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			st, err := c.store.LogStats(ctx)
+			c.mu.Lock()
+			c.last, c.lastErr, c.pending = st, err, nil
+			c.mu.Unlock()
+			close(done)
+		}()
+	}
+	pending := c.pending
+	c.mu.Unlock()
+	select {
+	case <-pending:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.last, c.lastErr
+	case <-time.After(collectWait):
+		return LogStats{}, errors.New("read log stats: the database did not answer in time")
+	}
 }

@@ -70,7 +70,11 @@ type Config struct {
 	// doorbell rings. Zero disables it (tests do, to prove the doorbell works).
 	PollInterval time.Duration
 	// Batch is the number of events read per query.
-	Batch   int
+	Batch int
+	// Timeout: the LISTEN connection is given up when it answers nothing for
+	// this long (db.DefaultTimeout if zero); it is pinged often enough that a
+	// live one always has.
+	Timeout time.Duration
 	Logger  zerolog.Logger
 	Metrics *Metrics // nil: kept, not exported
 }
@@ -93,6 +97,9 @@ type Listener struct {
 func New(cfg Config, log Log, sink Sink) *Listener {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 1000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = db.DefaultTimeout
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
@@ -120,7 +127,7 @@ func (l *Listener) Connected() bool { return l.connected.Load() }
 // Run listens and reads until ctx ends; it returns nil then, or an error if the
 // LISTEN itself is refused.
 func (l *Listener) Run(ctx context.Context) error {
-	pql := pq.NewListener(l.cfg.URL, 100*time.Millisecond, db.MaxRetryBackoff, l.onEvent)
+	pql := pq.NewDialListener(db.NewDialer(l.cfg.Timeout, true), l.cfg.URL, 100*time.Millisecond, db.MaxRetryBackoff, l.onEvent)
 
 	// Drain lib/pq's Notify channel at once, whatever the reader is doing: when its
 	// 32 slots fill, lib/pq's dispatch goroutine blocks and Ping and Close hang.
@@ -139,6 +146,11 @@ func (l *Listener) Run(ctx context.Context) error {
 			}
 			signal(wake)
 		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.keepAlive(ctx, pql)
 	}()
 	stop := context.AfterFunc(ctx, func() { _ = pql.Close() }) // unblocks Listen
 	defer func() {
@@ -202,6 +214,23 @@ func (l *Listener) Run(ctx context.Context) error {
 		}
 		if err := l.wait(ctx, wake, poll, retry.C); err != nil {
 			return nil // ctx ended
+		}
+	}
+}
+
+// keepAlive pings the LISTEN connection until ctx ends. A quiet LISTEN
+// connection reads nothing for as long as no notification comes; the ping's
+// answer is the traffic that keeps a live one within its read deadline, so a
+// connection that stops answering fails within Timeout and lib/pq reconnects.
+func (l *Listener) keepAlive(ctx context.Context, pql *pq.Listener) {
+	t := time.NewTicker(l.cfg.Timeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = pql.Ping() // fails while disconnected; lib/pq is reconnecting then
 		}
 	}
 }

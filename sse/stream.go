@@ -441,7 +441,10 @@ func (st *stream) end(reason EndReason) error {
 func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := fn(st.ctx)
+		err, ended := st.callDB(fn)
+		if ended != nil {
+			return ended
+		}
 		if err == nil {
 			return nil
 		}
@@ -459,6 +462,36 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 		backoff = min(2*backoff, db.MaxRetryBackoff)
 		if err := st.waitRetry(wait); err != nil {
 			return err
+		}
+	}
+}
+
+// callDB runs fn on a goroutine of its own and, while it runs, keeps the stream
+// alive (heartbeats) and ending when it should (client gone, token expired,
+// subscriber ended): a stalled database must not silence the stream. ended is
+// the stream's end if it came first; fn then finishes on its own, within the
+// pool's timeout, and its results are not read.
+func (st *stream) callDB(fn func(ctx context.Context) error) (err, ended error) {
+	result := make(chan error, 1)
+	go func() { result <- fn(st.ctx) }()
+	var done <-chan struct{}
+	if st.sub != nil {
+		done = st.sub.Done()
+	}
+	for {
+		select {
+		case err := <-result:
+			return err, nil
+		case <-st.ctx.Done():
+			return nil, st.end(EndClientGone)
+		case <-st.expired:
+			return nil, st.authExpired()
+		case <-done:
+			return nil, st.end(st.sub.Reason())
+		case <-st.heartbeat.C:
+			if err := st.beat(); err != nil {
+				return nil, err
+			}
 		}
 	}
 }
