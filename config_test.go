@@ -179,6 +179,10 @@ func TestReadyz_LogFault(t *testing.T) {
 	if !hasLine(p.logs.String(), `"level":"error","sqlstate":"42P01"`) {
 		t.Errorf("no error line with the SQLSTATE:\n%s", p.logs)
 	}
+	if m := scrape(t, p.URL); m["pgsse_log_fault{sqlstate=42P01}"] != 1 || m["pgsse_log_read_errors_total{class=fault}"] < 1 {
+		t.Errorf("metrics during the fault: pgsse_log_fault{sqlstate=42P01} = %v, fault errors %v; want 1 and ≥ 1",
+			m["pgsse_log_fault{sqlstate=42P01}"], m["pgsse_log_read_errors_total{class=fault}"])
+	}
 
 	dbtest.Exec(t, sqlDB, `ALTER TABLE pgsse.events_away RENAME TO events`)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -188,6 +192,9 @@ func TestReadyz_LogFault(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("not ready again after the fix")
 		}
+	}
+	if m := scrape(t, p.URL); m["pgsse_log_fault{sqlstate=42P01}"] != 0 {
+		t.Error("pgsse_log_fault still set after the fix")
 	}
 }
 

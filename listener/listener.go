@@ -121,6 +121,19 @@ func logFailure(log zerolog.Logger, f db.Fault) *zerolog.Event {
 	return log.Error().Str("sqlstate", f.SQLState).Str("hint", f.Hint)
 }
 
+// countFailure counts a failed read and shows a fault's SQLSTATE until the
+// reads recover.
+func (l *Listener) countFailure(f db.Fault) {
+	if f.Outage {
+		l.cfg.Metrics.ReadErrors.WithLabelValues("outage").Inc()
+		l.cfg.Metrics.Fault.Reset()
+		return
+	}
+	l.cfg.Metrics.ReadErrors.WithLabelValues("fault").Inc()
+	l.cfg.Metrics.Fault.Reset()
+	l.cfg.Metrics.Fault.WithLabelValues(f.SQLState).Set(1)
+}
+
 // Connected reports whether the LISTEN connection is up.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
@@ -204,6 +217,7 @@ func (l *Listener) Run(ctx context.Context) error {
 				failing = true
 			}
 			l.failure.Store(&fault)
+			l.countFailure(fault)
 			l.sequenceDue.Store(true) // whatever failed, try it all again
 			retry.Reset(backoff)
 			backoff = min(2*backoff, db.MaxRetryBackoff)
@@ -211,6 +225,7 @@ func (l *Listener) Run(ctx context.Context) error {
 			l.cfg.Logger.Info().Int64("cursor", cursor.ID).Msg("read log recovered")
 			failing, backoff = false, 100*time.Millisecond
 			l.failure.Store(nil)
+			l.cfg.Metrics.Fault.Reset()
 		}
 		if err := l.wait(ctx, wake, poll, retry.C); err != nil {
 			return nil // ctx ended

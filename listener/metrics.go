@@ -14,6 +14,8 @@ type Metrics struct {
 	Cursor      prometheus.Gauge
 	LogResets   prometheus.Counter
 	Receiving   prometheus.Gauge
+	ReadErrors  *prometheus.CounterVec // by class: outage or fault
+	Fault       *prometheus.GaugeVec   // 1, by SQLSTATE, while reads fail with a fault
 }
 
 // NewMetrics registers the listener's metrics with reg (nil: not exported).
@@ -32,6 +34,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pgsse_listener_cursor", Help: "Id of the last event read from the log."}),
 		Receiving: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgsse_listener_receiving", Help: "1 while the LISTEN connection's last probe notification came back."}),
+		ReadErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsse_log_read_errors_total", Help: "Failed attempts to sequence or read the log, by class: outage (waited out) or fault (the operator must fix it)."}, []string{"class"}),
+		Fault: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgsse_log_fault", Help: "1 while the log cannot be read because of a fault, labelled with its SQLSTATE; absent otherwise."}, []string{"sqlstate"}),
 		LogResets: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgsse_log_resets_total", Help: "Times the event log was found replaced (restore, failover, recreated database) and every stream reset."}),
 	}
