@@ -37,14 +37,20 @@ type faultRig struct {
 // newFaultRig starts pgsse through two proxies, three followers and a writer.
 func newFaultRig(t *testing.T, env ...string) *faultRig {
 	url := dbtest.New(t)
+	return newFaultRigAs(t, url, url, env...)
+}
+
+// newFaultRigAs is newFaultRig with pgsse connecting to pgsseURL (another role
+// on the database of url).
+func newFaultRigAs(t *testing.T, url, pgsseURL string, env ...string) *faultRig {
 	r := &faultRig{t: t, pool: dbtest.NewProxy(t, url), listen: dbtest.NewProxy(t, url), direct: dbtest.Open(t, url)}
 	env = append([]string{
-		"PGSSE_LISTEN_DATABASE_URL=" + r.listen.URL(url),
+		"PGSSE_LISTEN_DATABASE_URL=" + r.listen.URL(pgsseURL),
 		"PGSSE_DB_TIMEOUT=" + faultTimeout.String(),
 		"PGSSE_HEARTBEAT=1s",
 		"PGSSE_POLL_INTERVAL=1s",
 	}, env...)
-	r.p = startPgsse(t, r.pool.URL(url), env...)
+	r.p = startPgsse(t, r.pool.URL(pgsseURL), env...)
 	for range 3 {
 		r.followers = append(r.followers, follow(t, "", r.p.URL+"/events?topic=videos/*"))
 	}
@@ -88,6 +94,9 @@ func (r *faultRig) verify() time.Duration {
 	r.t.Helper()
 	time.Sleep(300 * time.Millisecond)
 	r.stopWriter()
+	// Drop idle sessions the fault may have marked (read-only ones, say).
+	r.direct.SetMaxIdleConns(0)
+	r.direct.SetMaxIdleConns(2)
 	start := time.Now()
 	waitAllIDs(r.t, r.followers, logIDs(r.t, r.direct, 0, "videos/%"))
 	resumed := time.Since(start)

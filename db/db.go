@@ -92,22 +92,46 @@ var errBadURL = errors.New("open database: the database URL does not parse as a 
 // query with parameters then goes out as one Parse/Bind/Execute, instead of a
 // Parse answered before the Bind, which a transaction-mode pooler (PgBouncer)
 // may send to two different server connections ("unnamed prepared statement
-// does not exist"). Keyword/value connection strings get it appended.
+// does not exist"). It also names the connections "pgsse" in
+// pg_stat_activity unless the URL names them.
 func poolerSafe(rawURL string) (string, error) {
+	return withDefaults(rawURL, "binary_parameters", "yes", "fallback_application_name", ApplicationName)
+}
+
+// ApplicationName is what pgsse's pool connections are called in
+// pg_stat_activity (ListenerApplicationName: its LISTEN connection), unless the
+// URL sets application_name.
+const (
+	ApplicationName         = "pgsse"
+	ListenerApplicationName = "pgsse-listener"
+)
+
+// ListenerURL is url with the LISTEN connection's fallback_application_name.
+func ListenerURL(url string) (string, error) {
+	return withDefaults(url, "fallback_application_name", ListenerApplicationName)
+}
+
+// withDefaults adds each key=value pair the URL does not set. Keyword/value
+// connection strings get them appended.
+func withDefaults(rawURL string, pairs ...string) (string, error) {
 	if !strings.HasPrefix(rawURL, "postgres://") && !strings.HasPrefix(rawURL, "postgresql://") {
-		if strings.Contains(rawURL, "binary_parameters=") {
-			return rawURL, nil
+		for i := 0; i < len(pairs); i += 2 {
+			if !strings.Contains(rawURL, pairs[i]+"=") {
+				rawURL += " " + pairs[i] + "=" + pairs[i+1]
+			}
 		}
-		return rawURL + " binary_parameters=yes", nil
+		return rawURL, nil
 	}
 	u, err := neturl.Parse(rawURL)
 	if err != nil {
 		return "", errBadURL
 	}
 	q := u.Query()
-	if q.Get("binary_parameters") == "" {
-		q.Set("binary_parameters", "yes")
-		u.RawQuery = q.Encode()
+	for i := 0; i < len(pairs); i += 2 {
+		if q.Get(pairs[i]) == "" {
+			q.Set(pairs[i], pairs[i+1])
+		}
 	}
+	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

@@ -55,7 +55,7 @@ var hints = map[string]string{
 	"42703": "a column pgsse reads is missing: the videos table needs id, processing_status and updated_at",
 	"42883": "a function pgsse calls is missing: run pgsse migrate",
 	"25006": "the database is read-only: pgsse writes pgsse.events (sequencing), so it needs the primary",
-	"57014": "a statement was cancelled (statement_timeout on pgsse's role?)",
+	"57014": "a statement ran past its statement_timeout (half of PGSSE_DB_TIMEOUT): a lock held on pgsse's tables, or a server too loaded to answer",
 }
 
 var classHints = map[string]string{

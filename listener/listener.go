@@ -140,7 +140,11 @@ func (l *Listener) Connected() bool { return l.connected.Load() }
 // Run listens and reads until ctx ends; it returns nil then, or an error if the
 // LISTEN itself is refused.
 func (l *Listener) Run(ctx context.Context) error {
-	pql := pq.NewDialListener(db.NewDialer(l.cfg.Timeout, true), l.cfg.URL, 100*time.Millisecond, db.MaxRetryBackoff, l.onEvent)
+	url, err := db.ListenerURL(l.cfg.URL)
+	if err != nil {
+		return err
+	}
+	pql := pq.NewDialListener(db.NewDialer(l.cfg.Timeout, true), url, 100*time.Millisecond, db.MaxRetryBackoff, l.onEvent)
 
 	// Drain lib/pq's Notify channel at once, whatever the reader is doing: when its
 	// 32 slots fill, lib/pq's dispatch goroutine blocks and Ping and Close hang.

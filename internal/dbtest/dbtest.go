@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,6 +240,54 @@ func NewCluster(tb testing.TB) *Cluster {
 func (c *Cluster) Restart() {
 	c.tb.Helper()
 	c.run("restart", c.dir)
+}
+
+// Kill kills the server with SIGKILL, the postmaster and every process it
+// started (a crash), and starts it again: crash recovery, every connection gone.
+func (c *Cluster) Kill() {
+	c.tb.Helper()
+	pidFile, err := os.ReadFile(filepath.Join(c.dir, "postmaster.pid"))
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(pidFile), &pid); err != nil {
+		c.tb.Fatalf("postmaster.pid: %v", err)
+	}
+	children, _ := exec.Command("pgrep", "-P", fmt.Sprint(pid)).Output()
+	pids := []int{pid}
+	for _, f := range strings.Fields(string(children)) {
+		var child int
+		if _, err := fmt.Sscan(f, &child); err == nil {
+			pids = append(pids, child)
+		}
+	}
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	for _, p := range pids {
+		for running(p) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// A zombie postmaster nobody reaps (a container's init may not) would still
+	// pass the lock files' liveness checks.
+	locks, _ := filepath.Glob(filepath.Join(c.dir, ".s.PGSQL.*.lock"))
+	for _, f := range append(locks, filepath.Join(c.dir, "postmaster.pid")) {
+		_ = os.Remove(f)
+	}
+	c.Start()
+}
+
+// running: the process exists and is not a zombie (whoever adopted it may
+// never reap it).
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
 
 // Stop stops the server; Start brings it back.
