@@ -45,9 +45,16 @@ func eventsAfter(t *testing.T, s *db.Store, after int64) []event.Raw {
 	if _, err := s.Sequence(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	raws, err := s.EventsAfter(context.Background(), event.Position{}, 100000)
-	if err != nil {
-		t.Fatal(err)
+	var raws []event.Raw
+	for more, pos := true, (event.Position{}); more; {
+		batch, m, err := s.EventsAfter(context.Background(), pos, 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws, more = append(raws, batch...), m
+		if len(batch) > 0 {
+			pos = event.Position{ID: batch[len(batch)-1].ID, Time: batch[len(batch)-1].Time}
+		}
 	}
 	for len(raws) > 0 && raws[0].ID <= after {
 		raws = raws[1:]

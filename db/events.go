@@ -43,10 +43,31 @@ func (s *Store) LogBounds(ctx context.Context) (horizon, newest int64, err error
 	return horizon, newest, nil
 }
 
-// EventsAfter returns up to limit events after the position, in id order. It
-// fails with event.ErrLogReplaced when the log no longer holds the event at the
-// position (another time, or none) and the pruner did not take it.
-func (s *Store) EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, error) {
+// MaxReadBytes bounds the data of one read of the log (EventsAfter,
+// TopicEvents) besides its row limit: a batch of large events must not take
+// hundreds of megabytes per reader. A single event larger than it is still read,
+// alone.
+const MaxReadBytes = 1 << 20
+
+// bounded wraps a query of candidate events (id, kind, topic, time, data,
+// size), in id order and LIMIT limitParam, so that only those whose data fits
+// in bytesParam together come back (always the first), each with more: whether events
+// beyond the last one returned may remain (the row limit was reached, or the
+// byte bound cut the batch).
+func bounded(candidates, limitParam, bytesParam string) string {
+	return `SELECT id, kind, topic, time, data, (n = ` + limitParam + ` OR (n > 1 AND total > ` + bytesParam + `)) AS more FROM (
+			SELECT *, count(*) OVER () AS n, sum(sz) OVER () AS total,
+			       sum(sz) OVER (ORDER BY id) AS upto FROM (
+				SELECT id, kind, topic, time, data, coalesce(size, pg_column_size(data)) AS sz
+				FROM (` + candidates + `) candidates) c) m
+			WHERE upto <= ` + bytesParam + ` OR upto = sz`
+}
+
+// EventsAfter returns up to limit events after the position, in id order,
+// within MaxReadBytes, and whether more may follow. It fails with
+// event.ErrLogReplaced when the log no longer holds the event at the position
+// (another time, or none) and the pruner did not take it.
+func (s *Store) EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, bool, error) {
 	op := fmt.Sprintf("read events after %d", after.ID)
 	var at sql.NullTime
 	if !after.Time.IsZero() {
@@ -54,84 +75,86 @@ func (s *Store) EventsAfter(ctx context.Context, after event.Position, limit int
 	}
 	// One statement, so one snapshot: the check and the events agree.
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT c.same, e.id, e.kind, e.topic, e.time, e.data
+		SELECT c.same, e.more, e.id, e.kind, e.topic, e.time, e.data
 		FROM (SELECT coalesce(
 			(SELECT time = $2 FROM pgsse.events WHERE id = $1),
 			(SELECT pruned_through >= $1 FROM pgsse.horizon)) AS same) c
-		LEFT JOIN LATERAL (
-			SELECT id, kind, topic, time, data FROM pgsse.events
-			WHERE id > $1 ORDER BY id LIMIT $3) e ON c.same
-		ORDER BY e.id`, after.ID, at, limit)
+		LEFT JOIN LATERAL (`+bounded(`
+			SELECT id, kind, topic, time, data, size FROM pgsse.events
+			WHERE id > $1 ORDER BY id LIMIT $3`, "$3", "$4")+`) e ON c.same
+		ORDER BY e.id`, after.ID, at, limit, MaxReadBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, false, fmt.Errorf("%s: %w", op, err)
 	}
 	defer rows.Close()
 	var out []event.Raw
+	var more bool
 	for rows.Next() {
 		var same bool
-		r, ok, err := scanJoined(rows, &same)
+		r, ok, err := scanJoined(rows, &same, &more)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
+			return nil, false, fmt.Errorf("%s: %w", op, err)
 		}
 		if !same {
-			return nil, fmt.Errorf("%s: %w", op, event.ErrLogReplaced)
+			return nil, false, fmt.Errorf("%s: %w", op, event.ErrLogReplaced)
 		}
 		if ok {
 			out = append(out, r)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, false, fmt.Errorf("%s: %w", op, err)
 	}
-	return out, nil
+	return out, more, nil
 }
 
 // TopicEvents returns up to limit events in (after, through] whose topic is one of
-// topics or starts with one of prefixes, in id order, and the horizon as of the
-// same read: when it is above after, the pruner may have deleted some of the
-// events asked for before they were read.
-func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error) {
+// topics or starts with one of prefixes, in id order and within MaxReadBytes,
+// whether more may follow, and the horizon as of the same read: when it is
+// above after, the pruner may have deleted some of the events asked for before
+// they were read.
+func (s *Store) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) (events []event.Raw, more bool, horizon int64, err error) {
 	op := fmt.Sprintf("read topic events in (%d, %d]", after, through)
 	// One statement, so one snapshot: the events and the horizon agree.
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT h.pruned_through, e.id, e.kind, e.topic, e.time, e.data
-		FROM pgsse.horizon h LEFT JOIN LATERAL (
-			SELECT id, kind, topic, time, data FROM pgsse.events
+		SELECT h.pruned_through, e.more, e.id, e.kind, e.topic, e.time, e.data
+		FROM pgsse.horizon h LEFT JOIN LATERAL (`+bounded(`
+			SELECT id, kind, topic, time, data, size FROM pgsse.events
 			WHERE id > $1 AND id <= $2
 			  AND (topic = ANY($3::text[]) OR topic ^@ ANY($4::text[]))
-			ORDER BY id LIMIT $5) e ON true
-		ORDER BY e.id`, after, through, pq.Array(topics), pq.Array(prefixes), limit)
+			ORDER BY id LIMIT $5`, "$5", "$6")+`) e ON true
+		ORDER BY e.id`, after, through, pq.Array(topics), pq.Array(prefixes), limit, MaxReadBytes)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", op, err)
+		return nil, false, 0, fmt.Errorf("%s: %w", op, err)
 	}
 	defer rows.Close()
-	var out []event.Raw
-	var horizon int64
 	for rows.Next() {
-		r, ok, err := scanJoined(rows, &horizon)
+		r, ok, err := scanJoined(rows, &horizon, &more)
 		if err != nil {
-			return nil, 0, fmt.Errorf("%s: %w", op, err)
+			return nil, false, 0, fmt.Errorf("%s: %w", op, err)
 		}
 		if ok {
-			out = append(out, r)
+			events = append(events, r)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", op, err)
+		return nil, false, 0, fmt.Errorf("%s: %w", op, err)
 	}
-	return out, horizon, nil
+	return events, more, horizon, nil
 }
 
-// scanJoined scans a row of one column (into head) left-joined with an event;
-// ok is false when the row has no event.
-func scanJoined(rows *sql.Rows, head any) (r event.Raw, ok bool, err error) {
+// scanJoined scans a row of one column (into head) left-joined with an event
+// and its more flag; ok is false when the row has no event.
+func scanJoined(rows *sql.Rows, head any, more *bool) (r event.Raw, ok bool, err error) {
 	var id sql.NullInt64
 	var kind, topic sql.NullString
 	var at sql.NullTime
 	var data []byte
-	if err := rows.Scan(head, &id, &kind, &topic, &at, &data); err != nil {
+	var hasMore sql.NullBool
+	if err := rows.Scan(head, &hasMore, &id, &kind, &topic, &at, &data); err != nil {
 		return r, false, err
 	}
+	*more = hasMore.Bool
 	return event.Raw{ID: id.Int64, Kind: kind.String, Topic: topic.String, Time: at.Time, Data: data}, id.Valid, nil
 }
 

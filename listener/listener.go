@@ -46,9 +46,10 @@ type Log interface {
 	// Notify sends a notification (the listener's probe) through another
 	// connection than the LISTEN one.
 	Notify(ctx context.Context, channel, payload string) error
-	// EventsAfter returns up to limit events after the position, in id order,
-	// or event.ErrLogReplaced when the log no longer holds the event there.
-	EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, error)
+	// EventsAfter returns up to limit events after the position, in id order
+	// (fewer when they are large), and whether more may follow; or
+	// event.ErrLogReplaced when the log no longer holds the event there.
+	EventsAfter(ctx context.Context, after event.Position, limit int) (events []event.Raw, more bool, err error)
 }
 
 // Sink receives the events, in order.
@@ -327,7 +328,7 @@ func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
 		}
 	}
 	for {
-		raws, err := l.log.EventsAfter(ctx, *cursor, l.cfg.Batch)
+		raws, more, err := l.log.EventsAfter(ctx, *cursor, l.cfg.Batch)
 		if err != nil {
 			return err
 		}
@@ -344,7 +345,7 @@ func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
 			*cursor = event.Position{ID: last.ID, Time: last.Time}
 			l.cfg.Metrics.Cursor.Set(float64(last.ID))
 		}
-		if len(raws) < l.cfg.Batch {
+		if !more {
 			return nil
 		}
 	}

@@ -12,7 +12,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
+	"pgsse/db"
 	"pgsse/event"
 )
 
@@ -23,9 +25,10 @@ type History interface {
 	// newest id ever handed out.
 	LogBounds(ctx context.Context) (horizon, newest int64, err error)
 	// TopicEvents returns up to limit events in (after, through] whose topic is in
-	// topics or starts with one of prefixes, in id order, and the horizon as of the
-	// same read (above after: some of those events may have been pruned unread).
-	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error)
+	// topics or starts with one of prefixes, in id order (fewer when they are
+	// large), whether more may follow, and the horizon as of the same read
+	// (above after: some of those events may have been pruned unread).
+	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) (events []event.Raw, more bool, horizon int64, err error)
 	// VideoSnapshot returns the log position and a snapshot event, with that
 	// position as its id, for each existing video of videoIDs.
 	VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error)
@@ -57,9 +60,13 @@ type HandlerConfig struct {
 	WriteTimeout time.Duration // per write; a peer slower than this is dropped
 	Retry        time.Duration // reconnection delay sent to clients, jittered per stream
 	ReplayBatch  int           // events per log read when replaying
-	MaxQueryLen  int           // bytes of query string
-	Logger       zerolog.Logger
-	Metrics      *Metrics // nil: kept, not exported
+	// MaxReplays bounds the log reads of replaying streams at once
+	// (DefaultMaxReplays if zero): a herd of resuming clients waits here, with
+	// heartbeats, and leaves the rest of the pool to snapshots and live work.
+	MaxReplays  int
+	MaxQueryLen int // bytes of query string
+	Logger      zerolog.Logger
+	Metrics     *Metrics // nil: kept, not exported
 }
 
 // Handler serves event streams. Mount it with Register.
@@ -69,7 +76,11 @@ type Handler struct {
 	cfg         HandlerConfig
 	admission   *admission
 	capacityLog capacityLog
+	replays     *semaphore.Weighted
 }
+
+// DefaultMaxReplays is half the pool: replays never hold all of it.
+const DefaultMaxReplays = db.DefaultMaxConns / 2
 
 // NewHandler returns a handler streaming from hub, replaying from history.
 func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
@@ -88,13 +99,16 @@ func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 1000
 	}
+	if cfg.MaxReplays <= 0 {
+		cfg.MaxReplays = DefaultMaxReplays
+	}
 	if cfg.MaxQueryLen <= 0 {
 		cfg.MaxQueryLen = 8 << 10
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Handler{hub: hub, history: history, cfg: cfg, admission: newAdmission(cfg.Limits)}
+	return &Handler{hub: hub, history: history, cfg: cfg, admission: newAdmission(cfg.Limits), replays: semaphore.NewWeighted(int64(cfg.MaxReplays))}
 }
 
 // Register mounts the stream endpoints on e.

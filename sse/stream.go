@@ -252,9 +252,14 @@ func (st *stream) replayLog() error {
 	through := st.sub.Cursor
 	for st.last < through {
 		var raws []event.Raw
+		var more bool
 		var horizon int64
 		err := st.retryDB("replay events", func(ctx context.Context) (err error) {
-			raws, horizon, err = st.h.history.TopicEvents(ctx, st.last, through, topics, prefixes, st.h.cfg.ReplayBatch)
+			if err := st.h.replays.Acquire(ctx, 1); err != nil {
+				return err
+			}
+			defer st.h.replays.Release(1)
+			raws, more, horizon, err = st.h.history.TopicEvents(ctx, st.last, through, topics, prefixes, st.h.cfg.ReplayBatch)
 			return err
 		})
 		if err != nil {
@@ -270,7 +275,7 @@ func (st *stream) replayLog() error {
 		if err := st.sendEvents(events); err != nil {
 			return err
 		}
-		if len(raws) < st.h.cfg.ReplayBatch {
+		if !more {
 			break
 		}
 		st.last = raws[len(raws)-1].ID
@@ -279,47 +284,44 @@ func (st *stream) replayLog() error {
 	return nil
 }
 
-// sendEvents encodes events and writes them in one go.
+// sendEvents encodes events and writes them (see queue): a batch of large
+// events is never held encoded all at once.
 func (st *stream) sendEvents(events []event.Event) error {
-	st.buf = st.buf[:0]
 	for i := range events {
 		f, err := encodeEvent(&events[i])
 		if err != nil {
 			st.log.Error().Err(err).Msg("encode event; skipped")
 			continue
 		}
-		st.buf = append(st.buf, f.wire...)
 		st.sent++
 		st.h.cfg.Metrics.Delivered.Inc()
 		st.held = max(st.held, f.id)
+		if err := st.queue(f.wire); err != nil {
+			return err
+		}
 	}
-	if len(st.buf) == 0 {
-		return nil
-	}
-	return st.send(st.buf)
+	return st.flushBuf()
 }
 
 // sendFrames writes frames, then moves the stream's position to through.
 func (st *stream) sendFrames(frames []*frame, through int64) error {
-	for len(frames) > 0 {
-		st.buf = st.buf[:0]
-		for len(frames) > 0 && len(st.buf) < maxBatchBytes {
-			st.buf = append(st.buf, frames[0].wire...)
-			st.held = max(st.held, frames[0].id)
-			st.sent++
-			st.h.cfg.Metrics.Delivered.Inc()
-			frames = frames[1:]
-		}
-		if err := st.send(st.buf); err != nil {
+	for _, f := range frames {
+		st.held = max(st.held, f.id)
+		st.sent++
+		st.h.cfg.Metrics.Delivered.Inc()
+		if err := st.queue(f.wire); err != nil {
 			return err
 		}
+	}
+	if err := st.flushBuf(); err != nil {
+		return err
 	}
 	st.last = max(st.last, through)
 	return nil
 }
 
 // live streams queued frames until the client leaves or the hub ends the
-// subscriber. Whatever is queued is coalesced into one write and one flush.
+// subscriber. Whatever is queued is coalesced into few writes (see queue).
 func (st *stream) live() error {
 	for {
 		select {
@@ -340,33 +342,56 @@ func (st *stream) live() error {
 			}
 		case <-st.sub.queue.ready:
 			st.frames = st.sub.queue.take(st.frames[:0])
-			for batch := st.frames; len(batch) > 0; {
-				st.buf = st.buf[:0]
-				for len(batch) > 0 && len(st.buf) < maxBatchBytes {
-					st.appendLive(batch[0])
-					batch = batch[1:]
-				}
-				if len(st.buf) > 0 {
-					if err := st.send(st.buf); err != nil {
-						return err
-					}
+			for _, f := range st.frames {
+				if err := st.sendLive(f); err != nil {
+					return err
 				}
 			}
 			clear(st.frames) // let the frames go
+			if err := st.flushBuf(); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-func (st *stream) appendLive(f *frame) {
+func (st *stream) sendLive(f *frame) error {
 	if f.id <= st.last {
-		return // covered by the snapshot or replay already sent
+		return nil // covered by the snapshot or replay already sent
 	}
-	st.buf = append(st.buf, f.wire...)
 	st.last = f.id
 	st.held = f.id
 	st.sent++
 	st.h.cfg.Metrics.Delivered.Inc()
 	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
+	return st.queue(f.wire)
+}
+
+// queue adds a frame to the next write: frames are coalesced in st.buf up to
+// maxBatchBytes, one write and one flush for many. A frame larger than that is
+// written by itself from the frame, never copied: a large event fanned out to
+// many streams is held once, not once per stream.
+func (st *stream) queue(wire []byte) error {
+	if len(st.buf)+len(wire) > maxBatchBytes {
+		if err := st.flushBuf(); err != nil {
+			return err
+		}
+		if len(wire) > maxBatchBytes {
+			return st.send(wire)
+		}
+	}
+	st.buf = append(st.buf, wire...)
+	return nil
+}
+
+// flushBuf writes what st.buf holds, if anything, and empties it.
+func (st *stream) flushBuf() error {
+	if len(st.buf) == 0 {
+		return nil
+	}
+	err := st.send(st.buf)
+	st.buf = st.buf[:0]
+	return err
 }
 
 // send writes b and flushes it. Each write gets at least the write timeout,

@@ -51,14 +51,14 @@ type pruningHistory struct {
 	once sync.Once
 }
 
-func (h *pruningHistory) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, int64, error) {
-	raws, horizon, err := h.Store.TopicEvents(ctx, after, through, topics, prefixes, limit)
+func (h *pruningHistory) TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) ([]event.Raw, bool, int64, error) {
+	raws, more, horizon, err := h.Store.TopicEvents(ctx, after, through, topics, prefixes, limit)
 	h.once.Do(func() {
 		if _, perr := h.Store.Prune(ctx, time.Now(), db.PruneBatch); perr != nil {
 			err = perr
 		}
 	})
-	return raws, horizon, err
+	return raws, more, horizon, err
 }
 
 // TestStream_PrunedDuringReplay: a replay from the database that the pruner
