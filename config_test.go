@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -217,8 +218,37 @@ func TestStream_FaultLogged(t *testing.T) {
 	if !hasLine(p.logs.String(), `"sqlstate":"42P01"`) {
 		t.Errorf("the fault line lacks the SQLSTATE:\n%s", p.logs)
 	}
+	if code, body := readyz(p.URL); code != http.StatusServiceUnavailable || !strings.Contains(body, `"streams"`) || !strings.Contains(body, "42P01") {
+		t.Errorf("/readyz while snapshots fail: %d %s, want 503 naming streams and 42P01", code, body)
+	}
 	dbtest.Exec(t, sqlDB, `ALTER TABLE videos_away RENAME TO videos`)
 	if snap := s.next(t); !snap.env.Snapshot {
 		t.Fatalf("after the fix got %s %s, want a's snapshot", snap.Type, snap.Data)
+	}
+	if code, body := readyz(p.URL); code != http.StatusOK {
+		t.Errorf("/readyz after the fix: %d %s", code, body)
+	}
+}
+
+// TestReadyz_MissingDatabase: DATABASE_URL naming a database that does not
+// exist is a fault, not an outage: /readyz names 3D000 with a hint, and the
+// error line says so (it used to be waited out in silence, /readyz saying only
+// "migrations").
+func TestReadyz_MissingDatabase(t *testing.T) {
+	u, _ := neturl.Parse(dbtest.ServerURL(t))
+	u.Path = "/pgsse_no_such_database"
+	p := launchPgsse(t, freePort(t), u.String())
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(body, "3D000"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never named 3D000; last: %s\n%s", body, p.logs)
+		}
+		_, body = readyz(p.URL)
+	}
+	if !strings.Contains(body, "does not exist") {
+		t.Errorf("/readyz %s: want the hint", body)
+	}
+	if !hasLine(p.logs.String(), `"sqlstate":"3D000"`) {
+		t.Errorf("no error line with 3D000:\n%s", p.logs)
 	}
 }

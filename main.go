@@ -141,7 +141,7 @@ func simulate(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	if err := migrateWithRetry(ctx, store, log); err != nil || ctx.Err() != nil {
+	if err := migrateWithRetry(ctx, store, log, nil); err != nil || ctx.Err() != nil {
 		return err
 	}
 	log.Info().Msg("demo simulator running")
@@ -160,20 +160,29 @@ func (m migrationLog) Write(p []byte) (int, error) {
 
 // migrateWithRetry applies migrations, waiting for the database if it is not up
 // yet: the process stays alive (and not ready) meanwhile.
-func migrateWithRetry(ctx context.Context, store *db.Store, log zerolog.Logger) error {
+// migrateWithRetry applies the migrations until it succeeds or ctx ends;
+// onFault (if not nil) hears of each failure's classification, and of nil once
+// they are applied.
+func migrateWithRetry(ctx context.Context, store *db.Store, log zerolog.Logger, onFault func(*db.Fault)) error {
+	if onFault == nil {
+		onFault = func(*db.Fault) {}
+	}
 	backoff := 250 * time.Millisecond
 	for {
 		err := store.Migrate(ctx, migrationLog{log})
 		if err == nil {
+			onFault(nil)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		ev := log.Warn()
-		if f := db.Classify(err); !f.Outage {
+		f := db.Classify(err)
+		if !f.Outage {
 			ev = log.Error().Str("sqlstate", f.SQLState).Str("hint", f.Hint)
 		}
+		onFault(&f)
 		ev.Err(err).Dur("retry_in", backoff).Msg("migrations not applied; retrying")
 		select {
 		case <-ctx.Done():

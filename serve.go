@@ -31,7 +31,20 @@ import (
 // readiness is what /readyz reports.
 type readiness struct {
 	migrated, draining atomic.Bool
+	migrationFault     atomic.Pointer[db.Fault]
 	listener           *listener.Listener
+	streams            *sse.Handler
+}
+
+// fault is the first fault (not an outage) that keeps this replica from
+// serving: the migrations', the log's, or the streams' database reads'.
+func (r *readiness) fault() *db.Fault {
+	for _, f := range []*db.Fault{r.migrationFault.Load(), r.listener.Failure(), r.streams.Failure()} {
+		if f != nil && !f.Outage {
+			return f
+		}
+	}
+	return nil
 }
 
 func (r *readiness) waitingFor() []string {
@@ -41,6 +54,9 @@ func (r *readiness) waitingFor() []string {
 	}
 	if r.listener.Failure() != nil {
 		waiting = append(waiting, "log")
+	}
+	if r.streams.Failure() != nil {
+		waiting = append(waiting, "streams")
 	}
 	if !r.listener.Connected() {
 		waiting = append(waiting, "listener")
@@ -63,7 +79,7 @@ func (r *readiness) readyz(w http.ResponseWriter, _ *http.Request) {
 	if waiting := r.waitingFor(); len(waiting) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		answer := map[string]any{"status": "not ready", "waiting_for": waiting}
-		if f := r.listener.Failure(); f != nil && !f.Outage {
+		if f := r.fault(); f != nil {
 			answer["fault"] = map[string]string{"sqlstate": f.SQLState, "hint": f.Hint}
 		}
 		body, _ := json.Marshal(answer)
@@ -118,7 +134,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Logger:       log,
 		Metrics:      streamMetrics,
 	})
-	ready := &readiness{listener: lst}
+	ready := &readiness{listener: lst, streams: streams}
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
 	e := newRouter(cfg, ready)
@@ -173,7 +189,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		})
 	}
 	g.Go(func() error {
-		if err := prepareSchema(work, cfg, store, log); err != nil || work.Err() != nil {
+		if err := prepareSchema(work, cfg, store, log, ready); err != nil || work.Err() != nil {
 			return err
 		}
 		ready.migrated.Store(true)
@@ -274,7 +290,7 @@ func newServer(h http.Handler, cfg config) *http.Server {
 
 // prepareSchema applies the migrations, or with PGSSE_MIGRATE=false waits until
 // someone else (a migration Job) has.
-func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger) error {
+func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger, ready *readiness) error {
 	if cfg.Migrate {
 		// On a pool of its own, without the I/O timeout: a migration may rightly
 		// wait long on the application's locks (CREATE TRIGGER on videos).
@@ -283,7 +299,7 @@ func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog
 			return err
 		}
 		defer migrations.Close()
-		return migrateWithRetry(ctx, migrations, log)
+		return migrateWithRetry(ctx, migrations, log, ready.migrationFault.Store)
 	}
 	logged := false
 	for {

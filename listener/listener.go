@@ -303,13 +303,20 @@ func (l *Listener) head(ctx context.Context) (event.Position, error) {
 		if err == nil {
 			var cursor event.Position
 			if cursor, err = l.log.Head(ctx); err == nil {
+				l.failure.Store(nil)
+				l.cfg.Metrics.Fault.Reset()
 				return cursor, nil
 			}
 		}
 		if ctx.Err() != nil {
 			return event.Position{}, ctx.Err()
 		}
-		l.cfg.Logger.Warn().Err(err).Msg("read log head; retrying")
+		fault := db.Classify(err)
+		if !sameFault(l.failure.Load(), fault) {
+			logFailure(l.cfg.Logger, fault).Err(err).Msg("read log head; retrying")
+		}
+		l.failure.Store(&fault)
+		l.countFailure(fault)
 		select {
 		case <-ctx.Done():
 			return event.Position{}, ctx.Err()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -77,6 +78,22 @@ type Handler struct {
 	admission   *admission
 	capacityLog capacityLog
 	replays     *semaphore.Weighted
+	dbFault     atomic.Pointer[opFault] // the last fault a stream's database read met
+}
+
+// opFault is a fault and the read (snapshot, replay…) that met it.
+type opFault struct {
+	op string
+	db.Fault
+}
+
+// Failure reports the fault (not an outage) the last failing database read of
+// a stream met, until that read succeeds again; nil while reads work.
+func (h *Handler) Failure() *db.Fault {
+	if f := h.dbFault.Load(); f != nil {
+		return &f.Fault
+	}
+	return nil
 }
 
 // DefaultMaxReplays is half the pool: replays never hold all of it.

@@ -471,13 +471,20 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 			return ended
 		}
 		if err == nil {
+			if f := st.h.dbFault.Load(); f != nil && f.op == op {
+				st.h.dbFault.CompareAndSwap(f, nil)
+			}
 			return nil
 		}
 		if st.ctx.Err() != nil {
 			return st.end(EndClientGone)
 		}
+		f := db.Classify(err)
+		if !f.Outage {
+			st.h.dbFault.Store(&opFault{op: op, Fault: f})
+		}
 		if attempt == 0 {
-			if f := db.Classify(err); f.Outage {
+			if f.Outage {
 				st.log.Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
 			} else {
 				st.log.Error().Err(err).Str("op", op).Str("sqlstate", f.SQLState).Str("hint", f.Hint).Msg("database fault; stream waits")
