@@ -52,10 +52,10 @@ func TestFault_ResetPeer(t *testing.T) {
 			r := newFaultRig(t)
 			proxy := r.proxyFor(which)
 			proxy.ResetPeer()
-			detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+			detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 			time.Sleep(time.Second)
 			proxy.Heal()
-			ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+			ready := r.waitReadyz(http.StatusOK, resumeBound)
 			resumed := r.verify()
 			t.Logf("%s reset: detected in %v, ready %v after healing, clients complete %v later", which, detected, ready, resumed)
 		})
@@ -126,13 +126,13 @@ func TestFault_TerminateBackends(t *testing.T) {
 func TestFault_LogLocked(t *testing.T) {
 	r := newFaultRig(t)
 	tx := dbtest.Begin(t, r.direct, `LOCK TABLE pgsse.events IN ACCESS EXCLUSIVE MODE`)
-	detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	fault := r.waitFault("57014")
 	time.Sleep(faultTimeout)
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	var waiting int
 	if err := r.direct.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgsse%' AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil || waiting != 0 {
@@ -149,11 +149,11 @@ func TestFault_ReadOnlyDatabase(t *testing.T) {
 	name := r.databaseName()
 	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` SET default_transaction_read_only = on`)
 	terminate(t, r, db.ApplicationName) // new sessions take the setting; the writer's keep writing
-	r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	fault := r.waitFault("25006")
 	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` RESET default_transaction_read_only`)
 	terminate(t, r, db.ApplicationName)
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	t.Logf("read-only database: fault %s, ready %v after lifting, clients complete %v later", fault, ready, resumed)
 }
@@ -164,10 +164,10 @@ func TestFault_RevokedPrivilege(t *testing.T) {
 	role, roleURL := newRole(t, url)
 	r := newFaultRigAs(t, url, roleURL, "PGSSE_MIGRATE=false")
 	dbtest.Exec(t, r.direct, `REVOKE SELECT ON pgsse.events FROM `+role)
-	detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	fault := r.waitFault("42501")
 	dbtest.Exec(t, r.direct, `GRANT SELECT ON pgsse.events TO `+role)
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	t.Logf("revoked SELECT: not ready in %v, fault %s, ready %v after the grant, clients complete %v later", detected, fault, ready, resumed)
 }
@@ -224,10 +224,10 @@ func TestFault_ConnectionsExhausted(t *testing.T) {
 	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` CONNECTION LIMIT 0`)
 	terminate(t, r, db.ApplicationName)
 	terminate(t, r, db.ListenerApplicationName)
-	detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	time.Sleep(time.Second)
 	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` CONNECTION LIMIT -1`)
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	t.Logf("no connection slots: not ready in %v, ready %v after freeing, clients complete %v later", detected, ready, resumed)
 }
@@ -244,7 +244,7 @@ func (r *faultRig) databaseName() string {
 func (r *faultRig) waitFault(sqlstate string) string {
 	r.t.Helper()
 	var body string
-	for deadline := time.Now().Add(3 * faultTimeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(detectBound); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		var a struct {
 			Fault map[string]string `json:"fault"`
 		}

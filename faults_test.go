@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"pgsse/db"
 	"pgsse/internal/dbtest"
 )
 
@@ -23,6 +24,16 @@ import (
 // faultTimeout is PGSSE_DB_TIMEOUT in the suite: short, so that a scenario
 // takes seconds; the default's figures are in docs/reliability.md.
 const faultTimeout = 3 * time.Second
+
+// The bounds the suite holds pgsse to. Detection: a stalled connection fails
+// within PGSSE_DB_TIMEOUT, anything else at once; readiness follows within a
+// poll of it. Resumption: a call stuck when the fault ends fails at its
+// deadline at worst, then the retry waits its backoff (capped at
+// db.MaxRetryBackoff).
+const (
+	detectBound = faultTimeout + 2*time.Second
+	resumeBound = faultTimeout + db.MaxRetryBackoff + time.Second
+)
 
 type faultRig struct {
 	t            *testing.T
@@ -100,6 +111,9 @@ func (r *faultRig) verify() time.Duration {
 	start := time.Now()
 	waitAllIDs(r.t, r.followers, logIDs(r.t, r.direct, 0, "videos/%"))
 	resumed := time.Since(start)
+	if resumed > resumeBound {
+		r.t.Errorf("clients complete %v after the fault, want within %v", resumed, resumeBound)
+	}
 	r.checkNoGrowth()
 	return resumed
 }
@@ -132,7 +146,7 @@ func TestFault_BlackHole(t *testing.T) {
 	r := newFaultRig(t)
 	r.pool.BlackHole()
 	r.listen.BlackHole()
-	detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 
 	// /metrics answers within a second, every time.
 	client := http.Client{Timeout: time.Second}
@@ -152,7 +166,7 @@ func TestFault_BlackHole(t *testing.T) {
 	time.Sleep(faultTimeout) // the retries meet the black hole too
 	r.pool.Heal()
 	r.listen.Heal()
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	t.Logf("black hole: detected in %v, ready %v after healing, clients complete %v later", detected, ready, resumed)
 }
@@ -162,9 +176,9 @@ func TestFault_BlackHole(t *testing.T) {
 func TestFault_BlackHoleListenerOnly(t *testing.T) {
 	r := newFaultRig(t, "PGSSE_POLL_INTERVAL=1h") // delivery by the doorbell only
 	r.listen.BlackHole()
-	detected := r.waitReadyz(http.StatusServiceUnavailable, 3*faultTimeout)
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	r.listen.Heal()
-	ready := r.waitReadyz(http.StatusOK, 3*faultTimeout)
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
 	if !hasLine(r.p.logs.String(), "listener reconnected") {
 		t.Error("the listener never reconnected")
