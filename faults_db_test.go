@@ -261,3 +261,29 @@ func terminate(t *testing.T, r *faultRig, app string) {
 	t.Helper()
 	dbtest.Exec(t, r.direct, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()`, app)
 }
+
+// TestFault_ServerFrozen: every server process stopped with SIGSTOP for twice
+// PGSSE_DB_TIMEOUT (the kernel still acknowledges; nothing answers), then
+// resumed: pgsse gives its connections up within the timeout, is ready again
+// soon after the thaw, and nothing is lost.
+func TestFault_ServerFrozen(t *testing.T) {
+	cluster := dbtest.NewCluster(t)
+	sqlDB := dbtest.Open(t, cluster.URL)
+	p := startPgsse(t, cluster.URL, "PGSSE_DB_TIMEOUT="+faultTimeout.String(), "PGSSE_POLL_INTERVAL=1s", "PGSSE_HEARTBEAT=1s")
+	r := &faultRig{t: t, p: p, direct: sqlDB}
+	for range 3 {
+		r.followers = append(r.followers, follow(t, "", p.URL+"/events?topic=videos/*"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	r.baseline = scrape(t, p.URL)
+	r.stopWriter = startWriter(t, sqlDB, "z", 20*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	cluster.Freeze()
+	t.Cleanup(cluster.Thaw) // never leave a frozen server to the cleanup's stop
+	detected := r.waitReadyz(http.StatusServiceUnavailable, detectBound)
+	time.Sleep(faultTimeout)
+	cluster.Thaw()
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
+	resumed := r.verify()
+	t.Logf("server frozen: detected in %v, ready %v after the thaw, clients complete %v later", detected, ready, resumed)
+}

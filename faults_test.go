@@ -223,3 +223,24 @@ func heartbeats(t *testing.T, url string, d time.Duration) int {
 	}
 	return n
 }
+
+// TestFault_BlackHoleAtStart: pgsse starting while its database is
+// black-holed (migrations already applied, as on any restart) becomes ready
+// once the network heals: the migration check runs with deadlines and is
+// retried, instead of hanging for good on a connection without them.
+func TestFault_BlackHoleAtStart(t *testing.T) {
+	url := dbtest.New(t)
+	pool, listen := dbtest.NewProxy(t, url), dbtest.NewProxy(t, url)
+	pool.BlackHole()
+	listen.BlackHole()
+	p := launchPgsse(t, freePort(t), pool.URL(url), "PGSSE_LISTEN_DATABASE_URL="+listen.URL(url), "PGSSE_DB_TIMEOUT="+faultTimeout.String())
+	r := &faultRig{t: t, p: p}
+	time.Sleep(2 * faultTimeout)
+	if code, body := readyz(p.URL); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d (%s) while the database is black-holed", code, body)
+	}
+	pool.Heal()
+	listen.Heal()
+	ready := r.waitReadyz(http.StatusOK, resumeBound)
+	t.Logf("black hole at start: ready %v after healing", ready)
+}

@@ -291,32 +291,44 @@ func newServer(h http.Handler, cfg config) *http.Server {
 // prepareSchema applies the migrations, or with PGSSE_MIGRATE=false waits until
 // someone else (a migration Job) has.
 func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger, ready *readiness) error {
-	if cfg.Migrate {
-		// On a pool of its own, without the I/O timeout: a migration may rightly
-		// wait long on the application's locks (CREATE TRIGGER on videos).
-		migrations, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
-		if err != nil {
-			return err
-		}
-		defer migrations.Close()
-		return migrateWithRetry(ctx, migrations, log, ready.migrationFault.Store)
-	}
-	logged := false
-	for {
+	// First on the pool with timeouts, retried while the database is away or
+	// stalled: a restart, the common case, never waits on a connection without
+	// deadlines.
+	backoff := 100 * time.Millisecond
+	for logged := false; ; {
 		ok, err := store.MigrationsApplied(ctx)
 		if ok {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if cfg.Migrate && (err == nil || !db.Classify(err).Outage) {
+			break // behind (or never migrated): migrate
+		}
 		if !logged {
-			log.Info().AnErr("cause", err).Msg("waiting for migrations (PGSSE_MIGRATE=false): run pgsse migrate")
+			if cfg.Migrate {
+				log.Warn().Err(err).Msg("database unavailable; migrations wait")
+			} else {
+				log.Info().AnErr("cause", err).Msg("waiting for migrations (PGSSE_MIGRATE=false): run pgsse migrate")
+			}
 			logged = true
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(2 * time.Second):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, db.MaxRetryBackoff)
 	}
+	// On a pool of its own, without the I/O timeout: a migration may rightly
+	// wait long on the application's locks (CREATE TRIGGER on videos).
+	migrations, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
+	if err != nil {
+		return err
+	}
+	defer migrations.Close()
+	return migrateWithRetry(ctx, migrations, log, ready.migrationFault.Store)
 }
 
 var _ sse.Authorizer = (*auth.Verifier)(nil)

@@ -242,9 +242,16 @@ func (c *Cluster) Restart() {
 	c.run("restart", c.dir)
 }
 
-// Kill kills the server with SIGKILL, the postmaster and every process it
-// started (a crash), and starts it again: crash recovery, every connection gone.
-func (c *Cluster) Kill() {
+// Freeze stops the server and every backend with SIGSTOP: sockets stay open
+// and the kernel keeps acknowledging, nothing answers (a frozen host, a
+// stalled disk). Thaw lets them go on where they were.
+func (c *Cluster) Freeze() { c.signalAll(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (c *Cluster) Thaw() { c.signalAll(syscall.SIGCONT) }
+
+// serverPIDs returns the postmaster's pid and its children's.
+func (c *Cluster) serverPIDs() []int {
 	c.tb.Helper()
 	pidFile, err := os.ReadFile(filepath.Join(c.dir, "postmaster.pid"))
 	if err != nil {
@@ -262,9 +269,22 @@ func (c *Cluster) Kill() {
 			pids = append(pids, child)
 		}
 	}
+	return pids
+}
+
+func (c *Cluster) signalAll(sig syscall.Signal) []int {
+	pids := c.serverPIDs()
 	for _, p := range pids {
-		_ = syscall.Kill(p, syscall.SIGKILL)
+		_ = syscall.Kill(p, sig)
 	}
+	return pids
+}
+
+// Kill kills the server with SIGKILL, the postmaster and every process it
+// started (a crash), and starts it again: crash recovery, every connection gone.
+func (c *Cluster) Kill() {
+	c.tb.Helper()
+	pids := c.signalAll(syscall.SIGKILL)
 	for _, p := range pids {
 		for running(p) {
 			time.Sleep(10 * time.Millisecond)
