@@ -308,7 +308,7 @@ func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog
 		}
 		if !logged {
 			if cfg.Migrate {
-				log.Warn().Err(err).Msg("database unavailable; migrations wait")
+				log.Warn().Err(err).Msg("migrations not checked: database unavailable; retrying")
 			} else {
 				log.Info().AnErr("cause", err).Msg("waiting for migrations (PGSSE_MIGRATE=false): run pgsse migrate")
 			}

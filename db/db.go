@@ -17,7 +17,6 @@ import (
 type Store struct {
 	url          string
 	timeout      time.Duration // see Timeout; zero: calls may wait on the server
-	dialer       *Dialer
 	db           *sql.DB
 	videosSchema string
 	videos       string // the application's table, quoted and schema-qualified
@@ -70,8 +69,7 @@ func Open(url string, maxConns int, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(s)
 	}
-	s.dialer = NewDialer(s.timeout, s.timeout > 0)
-	c, err := newConnector(url, s.dialer, s.timeout/2)
+	c, err := newConnector(url, NewDialer(s.timeout, s.timeout > 0), s.timeout/2)
 	if err != nil {
 		return nil, err
 	}

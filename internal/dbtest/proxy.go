@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	zlog "github.com/rs/zerolog/log"
 )
 
 // Proxy is a fault-injecting TCP proxy (Shopify's toxiproxy, in process)
@@ -19,6 +21,10 @@ type Proxy struct {
 	proxy *toxiproxy.Proxy
 }
 
+// quietToxics silences the toxics that log through zerolog's global logger
+// (bandwidth does, at trace level), once, before any proxy runs.
+var quietToxics sync.Once
+
 // NewProxy starts a proxy to the server of dbURL; it stops when the test ends.
 func NewProxy(tb testing.TB, dbURL string) *Proxy {
 	tb.Helper()
@@ -26,6 +32,7 @@ func NewProxy(tb testing.TB, dbURL string) *Proxy {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	quietToxics.Do(func() { zlog.Logger = zerolog.Nop() })
 	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	p := toxiproxy.NewProxy(server, "postgres", "127.0.0.1:0", u.Host)
 	if err := p.Start(); err != nil {
