@@ -13,36 +13,31 @@ import (
 )
 
 // Faults of the network between pgsse and PostgreSQL, one connection kind at a
-// time: delivery goes on (slower) or resumes, and loses nothing.
+// time, and of the database itself: delivery goes on (slower) or resumes, and
+// loses nothing.
 
-func TestFault_Latency(t *testing.T) {
-	for _, which := range []string{"pool", "listener"} {
-		t.Run(which, func(t *testing.T) {
-			r := newFaultRig(t)
-			proxy := r.proxyFor(which)
-			proxy.Latency(300)
-			time.Sleep(2 * time.Second)
-			if code, body := readyz(r.p.URL); code != http.StatusOK {
-				t.Errorf("/readyz %d (%s) with 300 ms of latency: slow is not down", code, body)
-			}
-			proxy.Heal()
-			resumed := r.verify()
-			t.Logf("%s latency 300 ms: clients complete %v after healing", which, resumed)
-		})
+// TestFault_SlowNetwork: 300 ms (±75) of latency, or 8 KB/s, on the pool's or
+// the LISTEN connection: slow is not down (pgsse stays ready) and nothing is lost.
+func TestFault_SlowNetwork(t *testing.T) {
+	faults := map[string]func(*dbtest.Proxy){
+		"latency":   func(p *dbtest.Proxy) { p.Latency(300) },
+		"bandwidth": func(p *dbtest.Proxy) { p.Bandwidth(8) },
 	}
-}
-
-func TestFault_Bandwidth(t *testing.T) {
-	for _, which := range []string{"pool", "listener"} {
-		t.Run(which, func(t *testing.T) {
-			r := newFaultRig(t)
-			proxy := r.proxyFor(which)
-			proxy.Bandwidth(8) // KB/s
-			time.Sleep(2 * time.Second)
-			proxy.Heal()
-			resumed := r.verify()
-			t.Logf("%s at 8 KB/s: clients complete %v after healing", which, resumed)
-		})
+	for _, fault := range []string{"latency", "bandwidth"} {
+		for _, which := range []string{"pool", "listener"} {
+			t.Run(fault+"/"+which, func(t *testing.T) {
+				r := newFaultRig(t)
+				proxy := r.proxyFor(which)
+				faults[fault](proxy)
+				time.Sleep(2 * time.Second)
+				if code, body := readyz(r.p.URL); code != http.StatusOK {
+					t.Errorf("/readyz %d (%s) under %s: slow is not down", code, body, fault)
+				}
+				proxy.Heal()
+				resumed := r.verify()
+				t.Logf("%s on the %s: clients complete %v after healing", fault, which, resumed)
+			})
+		}
 	}
 }
 
