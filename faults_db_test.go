@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -142,11 +143,22 @@ func TestFault_LogLocked(t *testing.T) {
 func TestFault_ReadOnlyDatabase(t *testing.T) {
 	r := newFaultRig(t)
 	name := r.databaseName()
-	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` SET default_transaction_read_only = on`)
+	// One session from before the setting, to lift it again: sessions opened
+	// after it are read-only for life.
+	admin, err := r.direct.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(context.Background(), `ALTER DATABASE `+name+` SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
 	terminate(t, r, db.ApplicationName) // new sessions take the setting; the writer's keep writing
 	r.waitReadyz(http.StatusServiceUnavailable, detectBound)
 	fault := r.waitFault("25006")
-	dbtest.Exec(t, r.direct, `ALTER DATABASE `+name+` RESET default_transaction_read_only`)
+	if _, err := admin.ExecContext(context.Background(), `ALTER DATABASE `+name+` RESET default_transaction_read_only`); err != nil {
+		t.Fatal(err)
+	}
 	terminate(t, r, db.ApplicationName)
 	ready := r.waitReadyz(http.StatusOK, resumeBound)
 	resumed := r.verify()
