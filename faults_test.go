@@ -200,7 +200,7 @@ func TestFault_SIGTERMDuringBlackHole(t *testing.T) {
 	r.p.signal(syscall.SIGTERM)
 	select {
 	case <-r.p.done:
-	case <-time.After(1*time.Second + shutdownGrace + time.Second/2):
+	case <-time.After(1*time.Second + shutdownGrace + time.Second): // the drain, the grace, and a second to exit
 		t.Fatalf("pgsse still running %v after SIGTERM with PGSSE_DRAIN=1s", time.Since(start))
 	}
 	t.Logf("exited %v after SIGTERM", time.Since(start))
