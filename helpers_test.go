@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -281,13 +282,14 @@ func (s *stream) quiet(t *testing.T, d time.Duration) {
 // server-side ends, reconnecting (to the next of urls, round robin) with the
 // last id it saw, and records every event.
 type follower struct {
-	urls   []string
-	mu     sync.Mutex
-	events []received
-	lastID string
-	stop   chan struct{}
-	done   chan struct{}
-	cancel context.CancelFunc
+	urls     []string
+	connects atomic.Int64 // requests made: 1 + reconnects
+	mu       sync.Mutex
+	events   []received
+	lastID   string
+	stop     chan struct{}
+	done     chan struct{}
+	cancel   context.CancelFunc
 }
 
 func follow(t *testing.T, lastID string, urls ...string) *follower {
@@ -313,6 +315,7 @@ func (f *follower) run(ctx context.Context) {
 			req.Header.Set("Last-Event-ID", f.lastID)
 		}
 		f.mu.Unlock()
+		f.connects.Add(1)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			if resp.StatusCode == http.StatusOK {
 				f.read(resp.Body)

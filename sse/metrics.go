@@ -12,7 +12,8 @@ type Metrics struct {
 	StreamsClosed  *prometheus.CounterVec // by reason: an EndReason
 	StreamsRefused *prometheus.CounterVec // by status: 401, 403, 429, 503
 	Delivered      prometheus.Counter     // events written to clients, snapshots and replays included
-	Evictions      prometheus.Counter     // subscribers dropped for a full queue
+	Evictions      prometheus.Counter     // subscribers whose queue overflowed
+	CatchUps       *prometheus.CounterVec // streams caught up in place after an overflow, by source
 	Replays        *prometheus.CounterVec // resumes served by source: memory or database
 	Lag            prometheus.Histogram   // event time to the write of a live event
 }
@@ -33,7 +34,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Delivered: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgsse_events_delivered_total", Help: "Events written to clients (live, replayed and snapshots)."}),
 		Evictions: f.NewCounter(prometheus.CounterOpts{
-			Name: "pgsse_subscriber_evictions_total", Help: "Streams closed because their queue overflowed (the client was too slow)."}),
+			Name: "pgsse_subscriber_evictions_total", Help: "Subscribers whose queue overflowed (a burst, or a slow client); the stream catches up in place (pgsse_stream_catchups_total)."}),
+		CatchUps: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsse_stream_catchups_total", Help: "Streams caught up in place after their queue overflowed, by source: memory (recent history) or database."}, []string{"source"}),
 		Replays: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgsse_replays_total", Help: "Resumes that replayed missed events, by source."}, []string{"source"}),
 		Lag: f.NewHistogram(prometheus.HistogramOpts{

@@ -69,13 +69,39 @@ func (st *stream) steps() error {
 		st.held = st.req.lastID
 	}
 	err := st.follow(st.begin)
-	for errors.Is(err, errEnded) && st.reason == EndLogReset {
+	caughtUpFrom := int64(-1)
+	for errors.Is(err, errEnded) && (st.reason == EndLogReset || st.reason == EndOverflow) {
+		if st.reason == EndOverflow {
+			if st.last == caughtUpFrom {
+				break // overflowed again before any progress: a flood it cannot catch up with; the client resumes later
+			}
+			// Fell behind a burst: catch up here, from the hub's history or the
+			// log, and rejoin live. A client that cannot keep up is dropped by
+			// the write timeout while it does.
+			caughtUpFrom = st.last
+			st.isLive, st.reason = false, ""
+			err = st.follow(st.catchUp)
+			continue
+		}
 		// The log was replaced: what the client holds belongs to the old one.
 		held := st.held
 		st.held, st.isLive, st.reason = -1, false, ""
 		err = st.follow(func() error { return st.reset("log_reset", max(held, 0)) })
 	}
 	return err
+}
+
+// catchUp sends what a fresh subscriber's Cursor is ahead of the stream by.
+func (st *stream) catchUp() error {
+	if st.last >= st.sub.Cursor {
+		return nil
+	}
+	if frames, ok := st.h.hub.Backlog(st.sub, st.last); ok {
+		st.h.cfg.Metrics.CatchUps.WithLabelValues("memory").Inc()
+		return st.sendFrames(frames, st.sub.Cursor)
+	}
+	st.h.cfg.Metrics.CatchUps.WithLabelValues("database").Inc()
+	return st.replayLog()
 }
 
 // follow subscribes, sends what start sends, then live events until the end.

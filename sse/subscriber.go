@@ -15,7 +15,7 @@ type EndReason string
 // End reasons.
 const (
 	EndClientGone  EndReason = "client_gone"
-	EndOverflow    EndReason = "queue_overflow" // too slow: the client resumes from its last id
+	EndOverflow    EndReason = "queue_overflow" // the queue overflowed: caught up in place, or (no progress) the client resumes from its last id
 	EndWriteFailed EndReason = "write_failed"   // write error or write deadline passed
 	EndDraining    EndReason = "draining"       // the process is shutting down; reconnect elsewhere
 	EndShutdown    EndReason = "shutdown"
