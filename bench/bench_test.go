@@ -83,3 +83,36 @@ func TestLargeReplay_MemoryBounded(t *testing.T) {
 		})
 	}
 }
+
+var (
+	burstStreams = flag.Int("burst-streams", 0, "streams of TestBurst_CaughtUpInPlace (0: skip; the issue's case is 100)")
+	burstRows    = flag.Int("burst-rows", 50000, "rows of TestBurst_CaughtUpInPlace's UPDATE")
+)
+
+// TestBurst_CaughtUpInPlace: one UPDATE of -burst-rows videos watched by
+// -burst-streams videos/* streams, against a non-race build: every stream gets
+// every event once, in order, on its first connection; it reports peak RSS.
+// make test runs the root package's smaller TestStream_BurstCaughtUpInPlace;
+// this one takes minutes: go test ./bench -run TestBurst -burst-streams=100 -v
+func TestBurst_CaughtUpInPlace(t *testing.T) {
+	if *burstStreams == 0 {
+		t.Skip("set -burst-streams")
+	}
+	bin := filepath.Join(t.TempDir(), "pgsse")
+	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("build pgsse: %v\n%s", err, out)
+	}
+	url := dbtest.New(t)
+	db := dbtest.Open(t, url)
+	var peak float64
+	start := time.Now()
+	_, err := withServer(context.Background(), bin, url, func(base string, pid int) (result, error) {
+		var err error
+		peak, err = burst(context.Background(), db, base, pid, *burstStreams, *burstRows)
+		return result{}, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d streams × %d-row UPDATE: all delivered, no reconnect, in %v; peak RSS %.0f MiB", *burstStreams, *burstRows, time.Since(start).Round(time.Second), peak/(1<<20))
+}

@@ -59,6 +59,12 @@ func readIDs(ctx context.Context, url string, head int64, n int) error {
 		return err
 	}
 	defer resp.Body.Close()
+	return countIDs(resp, head, n, "event: bench.blob")
+}
+
+// countIDs reads resp until n events whose event line is eventLine arrived,
+// checking their ids rise from head, once each.
+func countIDs(resp *http.Response, head int64, n int, eventLine string) error {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	last, got, id := head, 0, int64(0)
@@ -67,7 +73,7 @@ func readIDs(ctx context.Context, url string, head int64, n int) error {
 		if v, ok := strings.CutPrefix(line, "id: "); ok {
 			id, _ = strconv.ParseInt(v, 10, 64)
 		}
-		if line == "event: bench.blob" { // comes after its id: line
+		if line == eventLine { // comes after its id: line
 			if id <= last {
 				return fmt.Errorf("id %d after %d", id, last)
 			}

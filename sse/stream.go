@@ -69,11 +69,15 @@ func (st *stream) steps() error {
 		st.held = st.req.lastID
 	}
 	err := st.follow(st.begin)
-	caughtUpFrom := int64(-1)
+	caughtUpFrom, stalls := int64(-1), 0
 	for errors.Is(err, errEnded) && (st.reason == EndLogReset || st.reason == EndOverflow) {
 		if st.reason == EndOverflow {
 			if st.last == caughtUpFrom {
-				break // overflowed again before any progress: a flood it cannot catch up with; the client resumes later
+				if stalls++; stalls == maxCatchUpStalls {
+					break // overflowing again and again without progress: the client resumes later
+				}
+			} else {
+				stalls = 0
 			}
 			// Fell behind a burst: catch up here, from the hub's history or the
 			// log, and rejoin live. A client that cannot keep up is dropped by
@@ -90,6 +94,10 @@ func (st *stream) steps() error {
 	}
 	return err
 }
+
+// maxCatchUpStalls is how many catch-ups in a row may end in another overflow
+// with nothing sent before the stream gives up on its queue.
+const maxCatchUpStalls = 3
 
 // catchUp sends what a fresh subscriber's Cursor is ahead of the stream by.
 func (st *stream) catchUp() error {
@@ -525,17 +533,14 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 }
 
 // callDB runs fn on a goroutine of its own and, while it runs, keeps the stream
-// alive (heartbeats) and ending when it should (client gone, token expired,
-// subscriber ended): a stalled database must not silence the stream. ended is
-// the stream's end if it came first; fn then finishes on its own, within the
-// pool's timeout, and its results are not read.
+// alive (heartbeats) and ending when it must (client gone, token expired): a
+// stalled database must not silence the stream. ended is the stream's end if it
+// came first; fn then finishes on its own, within the pool's timeout, and its
+// results are not read. A subscriber ended meanwhile is seen after the call:
+// a catch-up's read is worth finishing even when its queue overflows again.
 func (st *stream) callDB(fn func(ctx context.Context) error) (err, ended error) {
 	result := make(chan error, 1)
 	go func() { result <- fn(st.ctx) }()
-	var done <-chan struct{}
-	if st.sub != nil {
-		done = st.sub.Done()
-	}
 	for {
 		select {
 		case err := <-result:
@@ -544,8 +549,6 @@ func (st *stream) callDB(fn func(ctx context.Context) error) (err, ended error) 
 			return nil, st.end(EndClientGone)
 		case <-st.expired:
 			return nil, st.authExpired()
-		case <-done:
-			return nil, st.end(st.sub.Reason())
 		case <-st.heartbeat.C:
 			if err := st.beat(); err != nil {
 				return nil, err
