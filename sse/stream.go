@@ -536,15 +536,25 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 // alive (heartbeats) and ending when it must (client gone, token expired): a
 // stalled database must not silence the stream. ended is the stream's end if it
 // came first; fn then finishes on its own, within the pool's timeout, and its
-// results are not read. A subscriber ended meanwhile is seen after the call:
-// a catch-up's read is worth finishing even when its queue overflows again.
+// results are not read. A subscriber ended for overflow is seen after the
+// call: a catch-up's read is worth finishing even when its queue overflows
+// again; any other end (draining, a replaced log) ends the call's wait.
 func (st *stream) callDB(fn func(ctx context.Context) error) (err, ended error) {
 	result := make(chan error, 1)
 	go func() { result <- fn(st.ctx) }()
+	var done <-chan struct{}
+	if st.sub != nil {
+		done = st.sub.Done()
+	}
 	for {
 		select {
 		case err := <-result:
 			return err, nil
+		case <-done:
+			if st.sub.Reason() != EndOverflow {
+				return nil, st.end(st.sub.Reason())
+			}
+			done = nil
 		case <-st.ctx.Done():
 			return nil, st.end(EndClientGone)
 		case <-st.expired:
