@@ -246,7 +246,7 @@ func (h *Hub) Settled(s *Subscriber) (position int64, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s.queue.mu.Lock()
-	empty := s.queue.n == 0
+	empty := s.queue.frames.len() == 0
 	s.queue.mu.Unlock()
 	return h.cursor, empty
 }
@@ -316,27 +316,24 @@ func (h *Hub) Close() {
 	}
 }
 
-// history is a bounded ring of the most recent frames. Every event with an id
-// above from is in it.
+// history is the most recent frames, bounded by count and bytes. Every event
+// with an id above from is in it.
 type history struct {
-	maxLen, maxBytes int
-	frames           []*frame // ring storage, grows up to maxLen
-	head, n, bytes   int
-	from             int64
+	frames   ring[*frame]
+	bytes    int
+	maxBytes int
+	from     int64
 }
 
 // newHistory returns an empty history, bounded as cfg says, whose events all
 // have ids above from.
 func newHistory(cfg HubConfig, from int64) history {
-	return history{maxLen: cfg.HistoryLen, maxBytes: cfg.HistoryBytes, from: from}
+	return history{frames: newRing[*frame](cfg.HistoryLen), maxBytes: cfg.HistoryBytes, from: from}
 }
 
 func (r *history) push(f *frame) {
-	for r.n > 0 && (r.n == r.maxLen || r.bytes+len(f.wire) > r.maxBytes) {
-		old := r.frames[r.head]
-		r.frames[r.head] = nil
-		r.head = (r.head + 1) % len(r.frames)
-		r.n--
+	for r.frames.len() > 0 && (r.frames.full() || r.bytes+len(f.wire) > r.maxBytes) {
+		old := r.frames.pop()
 		r.bytes -= len(old.wire)
 		r.from = old.id
 	}
@@ -344,26 +341,12 @@ func (r *history) push(f *frame) {
 		r.from = f.id // too big to keep; resumes before it read the log
 		return
 	}
-	if r.n == len(r.frames) {
-		r.grow()
-	}
-	r.frames[(r.head+r.n)%len(r.frames)] = f
-	r.n++
+	r.frames.push(f)
 	r.bytes += len(f.wire)
 }
 
-func (r *history) grow() {
-	size := max(16, 2*len(r.frames))
-	size = min(size, r.maxLen)
-	frames := make([]*frame, size)
-	for i := 0; i < r.n; i++ {
-		frames[i] = r.frames[(r.head+i)%len(r.frames)]
-	}
-	r.frames, r.head = frames, 0
-}
-
 func (r *history) each(fn func(*frame)) {
-	for i := 0; i < r.n; i++ {
-		fn(r.frames[(r.head+i)%len(r.frames)])
+	for i := 0; i < r.frames.len(); i++ {
+		fn(r.frames.at(i))
 	}
 }

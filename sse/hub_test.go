@@ -160,8 +160,8 @@ func TestHub_Backlog(t *testing.T) {
 		}
 		big := statusEvent(51, strings.Repeat("x", 2000))
 		h.Publish([]event.Event{big})
-		if h.history.from != 51 || h.history.n != 0 {
-			t.Errorf("event larger than the bound: from=%d n=%d, want 51 and empty", h.history.from, h.history.n)
+		if h.history.from != 51 || h.history.frames.len() != 0 {
+			t.Errorf("event larger than the bound: from=%d n=%d, want 51 and empty", h.history.from, h.history.frames.len())
 		}
 	})
 }

@@ -53,59 +53,38 @@ func (s *Subscriber) Done() <-chan struct{} { return s.done }
 // Reason says why the hub ended the subscriber. Valid once Done is closed.
 func (s *Subscriber) Reason() EndReason { return s.reason }
 
-// queue is a subscriber's bounded FIFO of frames. It starts with no buffer and
-// doubles up to its bound as needed, so an idle stream holds none; once drained,
-// a large buffer is let go. The hub pushes, the stream takes everything at once.
+// queue is a subscriber's bounded FIFO of frames (a ring: an idle stream
+// holds no buffer, and a burst's is let go once drained). The hub pushes, the
+// stream takes everything at once.
 type queue struct {
-	mu      sync.Mutex
-	ring    []*frame
-	head, n int
-	max     int
-	ready   chan struct{} // one slot: something is waiting to be taken
+	mu     sync.Mutex
+	frames ring[*frame]
+	ready  chan struct{} // one slot: something is waiting to be taken
 }
 
 func newQueue(max int) queue {
-	return queue{max: max, ready: make(chan struct{}, 1)}
+	return queue{frames: newRing[*frame](max), ready: make(chan struct{}, 1)}
 }
 
-// push adds f, or reports false when the queue holds max frames already.
+// push adds f, or reports false when the queue is full.
 func (q *queue) push(f *frame) bool {
 	q.mu.Lock()
-	if q.n == q.max {
-		q.mu.Unlock()
-		return false
-	}
-	if q.n == len(q.ring) {
-		ring := make([]*frame, min(q.max, max(8, 2*len(q.ring))))
-		for i := 0; i < q.n; i++ {
-			ring[i] = q.ring[(q.head+i)%len(q.ring)]
-		}
-		q.ring, q.head = ring, 0
-	}
-	q.ring[(q.head+q.n)%len(q.ring)] = f
-	q.n++
+	ok := q.frames.push(f)
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	if ok {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
 	}
-	return true
+	return ok
 }
 
 // take moves every queued frame, in order, to the end of dst.
 func (q *queue) take(dst []*frame) []*frame {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for i := 0; i < q.n; i++ {
-		j := (q.head + i) % len(q.ring)
-		dst = append(dst, q.ring[j])
-		q.ring[j] = nil
-	}
-	q.head, q.n = 0, 0
-	if len(q.ring) > 64 {
-		q.ring = nil // a burst's buffer is not kept by an idle stream
-	}
-	return dst
+	return q.frames.drain(dst, 64)
 }
 
 func (s *Subscriber) matches(topic string) bool {
