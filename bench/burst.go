@@ -5,9 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // burst is the catch-up scenario: streams on videos/*, then one UPDATE of rows
@@ -23,15 +24,10 @@ func burst(ctx context.Context, db *sql.DB, base string, pid, streams, rows int)
 	if err := db.QueryRowContext(ctx, `SELECT pgsse.sequence(10000), coalesce((SELECT max(id) FROM pgsse.events), 0)`).Scan(new(int), &head); err != nil {
 		return 0, err
 	}
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	var opened atomic.Int64
-	errs := make(chan error, streams)
 	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- readKind(ctx, base+"/events?topic=videos/*", head, rows, "video.status", &opened)
-		}()
+		g.Go(func() error { return readKind(ctx, base+"/events?topic=videos/*", head, rows, "video.status", &opened) })
 	}
 	for opened.Load() < int64(streams) {
 		time.Sleep(10 * time.Millisecond)
@@ -40,12 +36,8 @@ func burst(ctx context.Context, db *sql.DB, base string, pid, streams, rows int)
 	if _, err := db.ExecContext(ctx, `UPDATE videos SET processing_status = 'processed' WHERE id LIKE 'burst%'`); err != nil {
 		return 0, err
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return 0, err
-		}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	return peakRSSOf(pid), nil
 }

@@ -9,8 +9,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // largeReplay is the memory scenario: one transaction of events of size bytes
@@ -28,21 +29,12 @@ func largeReplay(ctx context.Context, db *sql.DB, base string, pid, clients, eve
 		return 0, fmt.Errorf("publish: %w", err)
 	}
 	time.Sleep(2 * time.Second) // the listener has read it, the hub's history could not keep it all
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
+	var g errgroup.Group
 	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- readIDs(ctx, base+"/events?topic=videos/large", head, events)
-		}()
+		g.Go(func() error { return readIDs(ctx, base+"/events?topic=videos/large", head, events) })
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return 0, err
-		}
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	return peakRSSOf(pid), nil
 }
