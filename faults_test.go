@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -158,7 +159,7 @@ func TestFault_BlackHole(t *testing.T) {
 		resp.Body.Close()
 	}
 	// A stream opened now (its snapshot query stalls) gets heartbeats.
-	beats := heartbeats(t, r.p.URL+"/videos/nope/events", 3*time.Second)
+	beats := heartbeats(r.p.URL+"/videos/nope/events", 3*time.Second)
 	if beats < 2 {
 		t.Errorf("a stream opened during the black hole got %d heartbeats in 3s, want ≥ 2 (PGSSE_HEARTBEAT=1s)", beats)
 	}
@@ -192,8 +193,10 @@ func TestFault_SIGTERMDuringBlackHole(t *testing.T) {
 	r := newFaultRig(t, "PGSSE_DRAIN=1s", "PGSSE_DB_TIMEOUT=1m")
 	r.pool.BlackHole()
 	r.listen.BlackHole()
-	for range 5 { // requests stuck on the database
-		go heartbeats(t, r.p.URL+"/videos/nope/events", 10*time.Second)
+	var stuck sync.WaitGroup // requests stuck on the database; they end when the process does
+	defer stuck.Wait()
+	for range 5 {
+		stuck.Go(func() { heartbeats(r.p.URL+"/videos/nope/events", 10*time.Second) })
 	}
 	time.Sleep(time.Second)
 	start := time.Now()
@@ -207,7 +210,7 @@ func TestFault_SIGTERMDuringBlackHole(t *testing.T) {
 }
 
 // heartbeats opens a stream and counts its heartbeat comments for d.
-func heartbeats(t *testing.T, url string, d time.Duration) int {
+func heartbeats(url string, d time.Duration) int {
 	client := http.Client{Timeout: d}
 	resp, err := client.Get(url)
 	if err != nil {
