@@ -1,10 +1,10 @@
 package main
 
 import (
+	"errors"
 	"net"
+	"sync"
 	"syscall"
-
-	"golang.org/x/net/netutil"
 )
 
 // Every connection is a file descriptor, and past the process's limit accept
@@ -31,5 +31,56 @@ func connectionLimits() (main, admin int) {
 	return max(fds-max(minReservedFDs, fds/10)-adminConnections, 16), adminConnections
 }
 
-// limitListener bounds ln to n connections at a time.
-func limitListener(ln net.Listener, n int) net.Listener { return netutil.LimitListener(ln, n) }
+// limitListener bounds ln to n connections at a time: Accept waits while n are
+// open. (x/net/netutil's LimitListener does the same, but its connections hide
+// the TCP connection's descriptor, which streams taken over from net/http write
+// to without blocking.)
+func limitListener(ln net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: ln, slots: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+type limitedListener struct {
+	net.Listener
+	slots     chan struct{} // one per open connection
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+func (l *limitedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+type limitedConn struct {
+	net.Conn
+	release     func()
+	releaseOnce sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.releaseOnce.Do(c.release)
+	return err
+}
+
+// SyscallConn exposes the descriptor of the connection underneath.
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}

@@ -207,6 +207,9 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 			_ = srv.Close()
 		}
 		hub.Close()
+		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		_ = streams.Close(closeCtx)
 		return g.Wait()
 	}
 
@@ -227,6 +230,10 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		if err := srv.Shutdown(shutdownCtx); err != nil {
 			_ = srv.Close()
 		}
+	}
+	// Shutdown neither ends nor waits for the streams taken over from net/http.
+	if err := streams.Close(shutdownCtx); err != nil {
+		log.Warn().Err(err).Msg("stopped without waiting for every stream")
 	}
 	stopWork()
 	stopped := make(chan error, 1)

@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +81,12 @@ type Handler struct {
 	capacityLog capacityLog
 	replays     *semaphore.Weighted
 	dbFault     atomic.Pointer[opFault] // the last fault a stream's database read met
+
+	poolOnce sync.Once
+	pool     *writers // nil until a stream is taken over, or where there are none
+	mu       sync.Mutex
+	closed   bool // by Close: no more streams are taken over
+	takenN   int  // streams taken over and not yet ended
 }
 
 // opFault is a fault and the read (snapshot, replay…) that met it.
@@ -126,6 +134,68 @@ func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Handler{hub: hub, history: history, cfg: cfg, admission: newAdmission(cfg.Limits), replays: semaphore.NewWeighted(int64(cfg.MaxReplays))}
+}
+
+// writers returns the writer pool, started by the first stream taken over; nil
+// when none may start (closed, or the platform has no close watch), so streams
+// stay on net/http's path.
+func (h *Handler) writers() *writers {
+	h.poolOnce.Do(func() {
+		p, err := newWriters(runtime.GOMAXPROCS(0), h.cfg.Heartbeat)
+		if err != nil {
+			h.cfg.Logger.Warn().Err(err).Msg("streams stay on net/http's path")
+			return
+		}
+		h.pool = p
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	return h.pool
+}
+
+func (h *Handler) streamStarted() {
+	h.mu.Lock()
+	h.takenN++
+	h.mu.Unlock()
+}
+
+func (h *Handler) streamEnded() {
+	h.mu.Lock()
+	h.takenN--
+	h.mu.Unlock()
+}
+
+// Close waits until the streams taken over from net/http have ended (end them
+// first: Hub.Drain or Hub.Close; http.Server.Shutdown does not wait for them),
+// or ctx is done, then stops the writers. Streams opened after it stay on
+// net/http's path.
+func (h *Handler) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.poolOnce.Do(func() {}) // none starts after this
+	for tick := time.NewTicker(10 * time.Millisecond); ; {
+		h.mu.Lock()
+		open := h.takenN
+		h.mu.Unlock()
+		if open == 0 {
+			tick.Stop()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return fmt.Errorf("close stream handler: %d streams still open: %w", open, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	if h.pool != nil {
+		h.pool.close()
+	}
+	return nil
 }
 
 // Register mounts the stream endpoints on e.
@@ -378,51 +448,63 @@ func (h *Handler) stream(c echo.Context, req request) error {
 		}
 		return err
 	}
-	defer release()
 
 	w := c.Response()
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
 
 	logCtx := h.cfg.Logger.With().Strs("topics", req.names).Str("remote", c.RealIP())
 	if access.Subject != "" {
 		logCtx = logCtx.Str("subject", access.Subject)
 	}
-	log := logCtx.Logger()
-	start := time.Now()
-	ev := log.Info()
+	st := &stream{
+		h:            h,
+		req:          req,
+		log:          logCtx.Logger(),
+		start:        time.Now(),
+		release:      release,
+		heartbeat:    time.NewTimer(h.cfg.Heartbeat),
+		caughtUpFrom: -1,
+		wheelSlot:    -1,
+	}
+	if conn, head := h.takeOver(c); conn != nil {
+		h.streamStarted()
+		st.conn, st.sink, st.buf = conn, connSink{conn.conn}, head
+		// Once taken over, nothing of net/http's watches the client: the
+		// stream's context ends when the close watch sees it go.
+		st.ctx, st.cancel = context.WithCancel(context.WithoutCancel(c.Request().Context()))
+		if conn.raw != nil {
+			id, err := h.pool.watch.add(conn.raw, st)
+			if err != nil {
+				st.log.Warn().Err(err).Msg("close watch; the stream keeps a goroutine and notices a close when a write fails")
+				conn.raw = nil
+			}
+			conn.watchID = id
+		}
+	} else {
+		w.WriteHeader(http.StatusOK)
+		st.sink = responseSink{w: w, rc: http.NewResponseController(w)}
+		st.ctx, st.cancel = c.Request().Context(), func() {}
+	}
+	if !access.Expires.IsZero() {
+		expired := make(chan struct{})
+		st.expired = expired
+		st.expiry = time.AfterFunc(time.Until(access.Expires), func() {
+			close(expired)
+			st.wake()
+		})
+	}
+	ev := st.log.Info()
 	if req.resume {
 		ev = ev.Int64("last_event_id", req.lastID)
 	}
 	ev.Msg("stream started")
-
-	st := &stream{
-		h:         h,
-		ctx:       c.Request().Context(),
-		w:         w,
-		rc:        http.NewResponseController(w),
-		req:       req,
-		log:       log,
-		heartbeat: time.NewTimer(h.cfg.Heartbeat),
-	}
-	defer st.heartbeat.Stop()
-	if !access.Expires.IsZero() {
-		expiry := time.NewTimer(time.Until(access.Expires))
-		defer expiry.Stop()
-		st.expired = expiry.C
-	}
 	m := h.cfg.Metrics
 	m.StreamsOpened.Inc()
 	m.StreamsOpen.Inc()
-	reason := st.run()
-	m.StreamsOpen.Dec()
-	m.StreamsClosed.WithLabelValues(string(reason)).Inc()
-	// Clear the deadline: the connection may serve other requests after this one.
-	_ = st.rc.SetWriteDeadline(time.Time{})
-	log.Info().Dur("duration_ms", time.Since(start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")
+	st.run(st.steps)
 	return nil
 }
 

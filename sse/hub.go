@@ -158,19 +158,26 @@ func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
 		if f.id <= s.queued {
 			continue // matched by another of its topics already
 		}
-		if !s.queue.push(f) {
+		ok, first := s.queue.push(f)
+		if !ok {
 			h.cfg.Metrics.Evictions.Inc()
 			h.end(s, EndOverflow)
 			continue
 		}
 		s.queued = f.id
+		if first && s.wake != nil {
+			s.wake()
+		}
 	}
 }
 
 // Subscribe registers a subscriber for topics. Every event published after it
 // returns reaches the subscriber's queue; those at or below its Cursor are the
-// caller's to replay (see Backlog). Callers must Unsubscribe.
-func (h *Hub) Subscribe(topics []Topic) (*Subscriber, error) {
+// caller's to replay (see Backlog). wake, if not nil, is called (under the
+// hub's lock: it must not wait) when the queue gets a frame while it had no
+// unread ready signal, and when the subscriber is ended. Callers must
+// Unsubscribe.
+func (h *Hub) Subscribe(topics []Topic, wake func()) (*Subscriber, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -185,6 +192,7 @@ func (h *Hub) Subscribe(topics []Topic) (*Subscriber, error) {
 		topics: topics,
 		queue:  newQueue(h.cfg.QueueLen),
 		done:   make(chan struct{}),
+		wake:   wake,
 		Cursor: h.cursor,
 		queued: h.cursor,
 	}
@@ -214,6 +222,9 @@ func (h *Hub) end(s *Subscriber, reason EndReason) {
 	h.remove(s)
 	s.reason = reason
 	close(s.done)
+	if s.wake != nil {
+		s.wake()
+	}
 }
 
 // remove unindexes s; h.mu is held.

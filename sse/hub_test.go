@@ -43,7 +43,7 @@ func queued(s *Subscriber) []int64 {
 
 func mustSubscribe(t testing.TB, h *Hub, names ...string) *Subscriber {
 	t.Helper()
-	s, err := h.Subscribe(topics(t, names...))
+	s, err := h.Subscribe(topics(t, names...), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestHub_Drain(t *testing.T) {
 			t.Errorf("sub %d not ended by drain", i)
 		}
 	}
-	if _, err := h.Subscribe(topics(t, "videos/a")); err != ErrHubClosed {
+	if _, err := h.Subscribe(topics(t, "videos/a"), nil); err != ErrHubClosed {
 		t.Errorf("subscribe after drain: %v, want ErrHubClosed", err)
 	}
 }

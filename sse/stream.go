@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"os"
+	"sync"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
 
 	"pgsse/db"
@@ -26,19 +25,25 @@ var (
 	errEnded     = errors.New("stream ended")
 )
 
-// stream is one client's stream, from the first write to the last. One goroutine,
-// the request's, runs it.
+// stream is one client's stream, from the first write to the last. On
+// net/http's path the request's goroutine runs it; a stream taken over from
+// net/http is run by a goroutine of its own only while it must wait, and by
+// the writers while parked (see park.go).
 type stream struct {
 	h         *Handler
 	ctx       context.Context
-	w         *echo.Response
-	rc        *http.ResponseController
+	cancel    context.CancelFunc
+	sink      sink
+	conn      *takenOver // nil on net/http's path
 	req       request
 	log       zerolog.Logger
-	heartbeat *time.Timer
-	expired   <-chan time.Time // fires when the token expires; nil: never
-	lastWrite time.Time        // when the last write finished
-	deadline  time.Time        // the connection's write deadline
+	start     time.Time
+	release   func()          // the admission's slot
+	heartbeat *time.Timer     // while run by a goroutine; the wheel's while parked
+	expired   <-chan struct{} // closed when the token expires; nil: never
+	expiry    *time.Timer
+	lastWrite time.Time // when the last write finished
+	deadline  time.Time // the connection's write deadline
 
 	sub    *Subscriber
 	last   int64     // highest id written or skipped past; later frames at or below it are dropped
@@ -48,17 +53,67 @@ type stream struct {
 	reason EndReason // why the stream is ending, once a step returns errEnded
 	buf    []byte
 	frames []*frame // taken from the queue, reused
+
+	caughtUpFrom int64 // position of the last catch-up; -1: none
+	stalls       int   // catch-ups in a row that ended in another overflow without progress
+
+	// The hand-over between the stream's goroutine and the writers.
+	mu                  sync.Mutex
+	parked              bool // the writers own the stream
+	scheduled           bool // with a writer, or waiting for one
+	rerun               bool // woken while being served
+	beatPending         bool // the wheel says a heartbeat may be due
+	noPark              bool // ending: the live loop must not park again
+	wheelSlot, wheelPos int  // the stream's place in the wheel (the wheel's mutex); -1: none
 }
 
-func (st *stream) run() EndReason {
-	if err := st.steps(); err != nil && st.reason == "" {
-		st.reason = EndWriteFailed
+// run runs body, the stream's goroutine's work, and ends the stream unless
+// body parked it.
+func (st *stream) run(body func() error) {
+	err := body()
+	if errors.Is(err, errParked) {
+		return // the writers' now
 	}
-	return st.reason
+	reason := st.reason
+	if err != nil && reason == "" {
+		reason = EndWriteFailed
+	}
+	st.finish(reason)
+}
+
+// finish releases what the stream holds, counts and logs its end.
+func (st *stream) finish(reason EndReason) {
+	if st.sub != nil {
+		st.h.hub.Unsubscribe(st.sub)
+	}
+	st.heartbeat.Stop()
+	if st.expiry != nil {
+		st.expiry.Stop()
+	}
+	st.cancel()
+	if c := st.conn; c != nil {
+		if c.watchID != 0 {
+			st.h.pool.watch.remove(c.raw, c.watchID)
+		}
+		_ = c.conn.Close()
+		st.h.streamEnded()
+	} else {
+		// The connection may serve other requests after this one.
+		_ = st.sink.setWriteDeadline(time.Time{})
+	}
+	st.release()
+	m := st.h.cfg.Metrics
+	m.StreamsOpen.Dec()
+	m.StreamsClosed.WithLabelValues(string(reason)).Inc()
+	st.log.Info().Dur("duration_ms", time.Since(st.start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")
 }
 
 func (st *stream) steps() error {
-	if err := st.send((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil)); err != nil {
+	// A taken-over stream's buffer holds the response head: one write for both.
+	if err := st.queue((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil)); err != nil {
+		return err
+	}
+	if err := st.flushBuf(); err != nil {
 		return err
 	}
 	if err := st.waitStarted(); err != nil {
@@ -68,21 +123,25 @@ func (st *stream) steps() error {
 	if st.req.resume {
 		st.held = st.req.lastID
 	}
-	err := st.follow(st.begin)
-	caughtUpFrom, stalls := int64(-1), 0
+	return st.restarts(st.follow(st.begin))
+}
+
+// restarts carries the stream on past the ends it recovers from in place: an
+// overflow (caught up) and a replaced log (started over).
+func (st *stream) restarts(err error) error {
 	for errors.Is(err, errEnded) && (st.reason == EndLogReset || st.reason == EndOverflow) {
 		if st.reason == EndOverflow {
-			if st.last == caughtUpFrom {
-				if stalls++; stalls == maxCatchUpStalls {
+			if st.last == st.caughtUpFrom {
+				if st.stalls++; st.stalls == maxCatchUpStalls {
 					break // overflowing again and again without progress: the client resumes later
 				}
 			} else {
-				stalls = 0
+				st.stalls = 0
 			}
 			// Fell behind a burst: catch up here, from the hub's history or the
 			// log, and rejoin live. A client that cannot keep up is dropped by
 			// the write timeout while it does.
-			caughtUpFrom = st.last
+			st.caughtUpFrom = st.last
 			st.isLive, st.reason = false, ""
 			err = st.follow(st.catchUp)
 			continue
@@ -114,11 +173,17 @@ func (st *stream) catchUp() error {
 
 // follow subscribes, sends what start sends, then live events until the end.
 func (st *stream) follow(start func() error) error {
-	sub, err := st.h.hub.Subscribe(st.req.topics)
+	if st.sub != nil {
+		st.h.hub.Unsubscribe(st.sub)
+	}
+	var wake func()
+	if st.conn != nil {
+		wake = st.wake
+	}
+	sub, err := st.h.hub.Subscribe(st.req.topics, wake)
 	if err != nil {
 		return st.end(EndDraining)
 	}
-	defer st.h.hub.Unsubscribe(sub)
 	st.sub = sub
 	if err := start(); err != nil {
 		return err
@@ -126,7 +191,7 @@ func (st *stream) follow(start func() error) error {
 	if err := st.sendPosition(); err != nil {
 		return err
 	}
-	st.isLive = true
+	st.isLive, st.noPark = true, false
 	return st.live()
 }
 
@@ -200,15 +265,20 @@ func (st *stream) sendPosition() error {
 	if st.last <= st.held {
 		return nil
 	}
-	data, _ := json.Marshal(map[string]any{
-		"kind": kindPosition.s,
-		"data": map[string]any{"last_event_id": st.last},
-	})
-	if err := st.send((&Message{ID: IntID(st.last), Type: kindPosition, Data: data}).AppendTo(nil)); err != nil {
+	if err := st.send(positionMessage(st.last)); err != nil {
 		return err
 	}
 	st.held = st.last
 	return nil
+}
+
+// positionMessage is the stream.position event for position.
+func positionMessage(position int64) []byte {
+	data, _ := json.Marshal(map[string]any{
+		"kind": kindPosition.s,
+		"data": map[string]any{"last_event_id": position},
+	})
+	return (&Message{ID: IntID(position), Type: kindPosition, Data: data}).AppendTo(nil)
 }
 
 // authExpired tells the client its token has expired, then ends the stream: a
@@ -355,9 +425,13 @@ func (st *stream) sendFrames(frames []*frame, through int64) error {
 }
 
 // live streams queued frames until the client leaves or the hub ends the
-// subscriber. Whatever is queued is coalesced into few writes (see queue).
+// subscriber. Whatever is queued is coalesced into few writes (see queue). A
+// stream that can be parked is handed to the writers instead.
 func (st *stream) live() error {
 	for {
+		if st.parkable() {
+			return st.park()
+		}
 		select {
 		case <-st.ctx.Done():
 			return st.end(EndClientGone)
@@ -377,8 +451,10 @@ func (st *stream) live() error {
 		case <-st.sub.queue.ready:
 			st.frames = st.sub.queue.take(st.frames[:0])
 			for _, f := range st.frames {
-				if err := st.sendLive(f); err != nil {
-					return err
+				if st.accept(f) {
+					if err := st.queue(f.wire); err != nil {
+						return err
+					}
 				}
 			}
 			clear(st.frames) // let the frames go
@@ -389,16 +465,18 @@ func (st *stream) live() error {
 	}
 }
 
-func (st *stream) sendLive(f *frame) error {
+// accept counts f as delivered, unless the stream has sent or skipped past it
+// already (covered by the snapshot or replay sent).
+func (st *stream) accept(f *frame) bool {
 	if f.id <= st.last {
-		return nil // covered by the snapshot or replay already sent
+		return false
 	}
 	st.last = f.id
 	st.held = f.id
 	st.sent++
 	st.h.cfg.Metrics.Delivered.Inc()
 	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
-	return st.queue(f.wire)
+	return true
 }
 
 // queue adds a frame to the next write: frames are coalesced in st.buf up to
@@ -435,23 +513,18 @@ func (st *stream) send(b []byte) error {
 	now := time.Now()
 	if st.deadline.Sub(now) < st.h.cfg.WriteTimeout {
 		st.deadline = now.Add(st.h.cfg.WriteTimeout * 3 / 2)
-		// An error means the writer takes no deadlines (not a net.Conn); the
-		// write then goes ahead without one.
-		_ = st.rc.SetWriteDeadline(st.deadline)
+		_ = st.sink.setWriteDeadline(st.deadline)
 	}
-	if _, err := st.w.Write(b); err != nil {
-		return st.writeFailed(err)
-	}
-	if err := st.rc.Flush(); err != nil {
+	if err := st.sink.write(b); err != nil {
 		return st.writeFailed(err)
 	}
 	st.lastWrite = time.Now()
 	return nil
 }
 
-// beat runs when the heartbeat timer fires: a comment if nothing was written
-// for a heartbeat interval, else the timer is set for the rest of it. (Moving
-// the timer on every write would cost a timer update per event.)
+// beat runs when the heartbeat timer fires: what idleBeat says if nothing was
+// written for a heartbeat interval, else the timer is set for the rest of it.
+// (Moving the timer on every write would cost a timer update per event.)
 func (st *stream) beat() error {
 	hb := st.h.cfg.Heartbeat
 	if idle := time.Since(st.lastWrite); idle < hb {
@@ -459,30 +532,44 @@ func (st *stream) beat() error {
 		return nil
 	}
 	st.heartbeat.Reset(hb)
+	return st.send(st.idleBeat())
+}
+
+// idleBeat is what a stream idle for a heartbeat interval sends: once live,
+// the hub's position when the hub has moved past the stream's (so that a
+// reconnect resumes from a recent position, inside the retention, rather than
+// the last event of its own topics), else a comment.
+func (st *stream) idleBeat() []byte {
 	if st.isLive {
-		// Idle: follow the hub, so that a reconnect resumes from a recent position
-		// (inside the retention) rather than the last event of its own topics.
 		if position, settled := st.h.hub.Settled(st.sub); settled && position > st.last {
 			st.last = position
-			return st.sendPosition()
+			if position > st.held {
+				st.held = position
+				return positionMessage(position)
+			}
 		}
 	}
-	return st.send(heartbeat)
+	return heartbeat
 }
 
 // writeFailed ends the stream after a failed write, with the reason that caused
-// it: an overflow the hub had already declared, else a write deadline (net/http
-// cancels the request's context when a write fails, so the context alone would
-// say client_gone), else a client that left.
+// it: the hub's end of the subscriber (draining, a replaced log), else a write
+// deadline (net/http cancels the request's context when a write fails, so the
+// context alone would say client_gone), else a client that left (any other
+// failure of a connection taken over: nothing else cancels its context). An
+// overflow is not the cause: a client that cannot take a write within the
+// timeout is dropped, not caught up again.
 func (st *stream) writeFailed(err error) error {
 	if st.sub != nil {
 		select {
 		case <-st.sub.Done():
-			return st.end(st.sub.Reason())
+			if r := st.sub.Reason(); r != EndOverflow {
+				return st.end(r)
+			}
 		default:
 		}
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) && st.ctx.Err() != nil {
+	if !errors.Is(err, os.ErrDeadlineExceeded) && (st.ctx.Err() != nil || st.conn != nil) {
 		return st.end(EndClientGone)
 	}
 	st.log.Debug().Err(err).Msg("stream write failed")

@@ -36,11 +36,19 @@ func serve(t *testing.T, cursor int64, history sse.History, cfg sse.HandlerConfi
 	t.Helper()
 	hub := sse.NewHub(sse.HubConfig{})
 	hub.Start(cursor)
-	t.Cleanup(hub.Close)
 	e := echo.New()
-	sse.NewHandler(hub, history, cfg).Register(e)
+	h := sse.NewHandler(hub, history, cfg)
+	h.Register(e)
 	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		hub.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		srv.Close()
+	})
 	return hub, srv.URL
 }
 

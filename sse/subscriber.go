@@ -39,6 +39,7 @@ type Subscriber struct {
 	queue  queue
 	done   chan struct{} // closed by the hub when it ends this subscriber
 	reason EndReason     // set before done is closed
+	wake   func()        // see Hub.Subscribe; may be nil
 
 	// Cursor is the hub's position when the subscriber registered: every event
 	// above it reaches the queue; events at or below it are the caller's to replay.
@@ -66,18 +67,20 @@ func newQueue(max int) queue {
 	return queue{frames: newRing[*frame](max), ready: make(chan struct{}, 1)}
 }
 
-// push adds f, or reports false when the queue is full.
-func (q *queue) push(f *frame) bool {
+// push adds f, or reports false when the queue is full; first says the
+// ready signal was not pending (the reader has taken everything before f).
+func (q *queue) push(f *frame) (ok, first bool) {
 	q.mu.Lock()
-	ok := q.frames.push(f)
+	ok = q.frames.push(f)
 	q.mu.Unlock()
 	if ok {
 		select {
 		case q.ready <- struct{}{}:
+			first = true
 		default:
 		}
 	}
-	return ok
+	return ok, first
 }
 
 // take moves every queued frame, in order, to the end of dst.

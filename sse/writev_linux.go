@@ -1,0 +1,76 @@
+package sse
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxIovecs is the most buffers one writev takes (IOV_MAX).
+const maxIovecs = 1024
+
+// vectorWriter writes buffers with writev, never waiting: what the socket's
+// buffer cannot take at once is reported, not waited for. One per writer; its
+// storage is reused, so a write allocates nothing.
+type vectorWriter struct {
+	iov  []unix.Iovec
+	n    int
+	err  error
+	call func(fd uintptr) bool // w.writev, bound once
+}
+
+func newVectorWriter() *vectorWriter {
+	w := &vectorWriter{iov: make([]unix.Iovec, 0, maxIovecs)}
+	w.call = w.writev
+	return w
+}
+
+// write writes as much of bufs as the socket takes now and returns how many
+// bytes that was; a full socket buffer is not an error.
+func (w *vectorWriter) write(raw syscall.RawConn, bufs [][]byte) (int, error) {
+	total := 0
+	for len(bufs) > 0 {
+		chunk := bufs[:min(len(bufs), maxIovecs)]
+		bufs = bufs[len(chunk):]
+		want := 0
+		for _, b := range chunk {
+			if len(b) == 0 {
+				continue
+			}
+			v := unix.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			w.iov = append(w.iov, v)
+			want += len(b)
+		}
+		w.n, w.err = 0, nil
+		if len(w.iov) > 0 {
+			if err := raw.Write(w.call); err != nil {
+				w.err = err
+			}
+		}
+		clear(w.iov) // let the buffers go
+		w.iov = w.iov[:0]
+		total += w.n
+		if w.err != nil || w.n < want {
+			return total, w.err
+		}
+	}
+	return total, nil
+}
+
+func (w *vectorWriter) writev(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
+		switch errno {
+		case 0:
+			w.n = int(n)
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			w.err = errno
+		}
+		return true // never wait for the socket: the caller hands the rest on
+	}
+}
