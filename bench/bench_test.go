@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 	for _, mode := range []string{"update", "publish"} {
 		t.Run(mode, func(t *testing.T) {
 			sc := scenario{Name: "smoke", Streams: 500, Topics: 10, Rate: 100, Mode: mode, Duration: 5 * time.Second, Conns: 2, Procs: 1}
-			r, err := withServer(context.Background(), bin, url, func(base string, pid int) (result, error) {
+			r, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
 				return runScenario(context.Background(), db, base, pid, sc)
 			})
 			if err != nil {
@@ -68,7 +68,7 @@ func TestLargeReplay_MemoryBounded(t *testing.T) {
 			url := dbtest.New(t)
 			db := dbtest.Open(t, url)
 			var peak float64
-			_, err := withServer(context.Background(), bin, url, func(base string, pid int) (result, error) {
+			_, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
 				var err error
 				peak, err = largeReplay(context.Background(), db, base, pid, c.clients, 100, 1<<20)
 				return result{}, err
@@ -106,7 +106,7 @@ func TestBurst_CaughtUpInPlace(t *testing.T) {
 	db := dbtest.Open(t, url)
 	var peak float64
 	start := time.Now()
-	_, err := withServer(context.Background(), bin, url, func(base string, pid int) (result, error) {
+	_, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
 		var err error
 		peak, err = burst(context.Background(), db, base, pid, *burstStreams, *burstRows)
 		return result{}, err

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -40,11 +41,13 @@ type scenario struct {
 	Duration time.Duration `json:"-"`
 	Conns    int           `json:"writer_conns"`
 	Procs    int           `json:"client_procs"` // client processes (each may hold < 20 000 fds)
+	Pinned   bool          `json:"pinned"`       // the server alone on CPU 0, the load on the others
 }
 
 // result is what a scenario measured.
 type result struct {
 	scenario
+	Server            string  `json:"server"` // pgsse, or baseline: the design the suite compares with
 	Seconds           float64 `json:"seconds"`
 	Committed         int64   `json:"committed"`
 	WriteErrors       int64   `json:"write_errors"`
@@ -64,15 +67,20 @@ type result struct {
 	StackPerStreamKiB float64 `json:"server_stack_per_stream_kib"` // goroutine stacks
 	Goroutines        float64 `json:"server_goroutines"`
 	CPUCores          float64 `json:"server_cpu_cores"`
+	CPUPer1000        float64 `json:"server_cpu_s_per_1000_deliveries"`
 }
 
 func (r result) row() string {
-	return fmt.Sprintf("| %s | %d | %d | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %d | %d | %.1f | %.1f / %.1f / %.1f | %.2f |",
-		r.Name, r.Streams, r.Topics, r.Mode, r.Rate, r.CommitsPerSec, r.DeliveredPerSec, r.P50ms, r.P99ms,
-		r.Missing, r.Duplicated, r.RSSMiB, r.RSSPerStreamKiB, r.HeapPerStreamKiB, r.StackPerStreamKiB, r.CPUCores)
+	name := r.Name
+	if r.Server != "" && r.Server != "pgsse" {
+		name += " (" + r.Server + ")"
+	}
+	return fmt.Sprintf("| %s | %d | %d | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %d | %d | %.1f | %.1f / %.1f / %.1f | %.2f | %.4f |",
+		name, r.Streams, r.Topics, r.Mode, r.Rate, r.CommitsPerSec, r.DeliveredPerSec, r.P50ms, r.P99ms,
+		r.Missing, r.Duplicated, r.RSSMiB, r.RSSPerStreamKiB, r.HeapPerStreamKiB, r.StackPerStreamKiB, r.CPUCores, r.CPUPer1000)
 }
 
-const header = "| scenario | streams | topics | writes | target ev/s | commits/s | delivered/s | p50 ms | p99 ms | missing | dup | RSS MiB | KiB/stream (RSS / heap / stacks) | CPU cores |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const header = "| scenario | streams | topics | writes | target ev/s | commits/s | delivered/s | p50 ms | p99 ms | missing | dup | RSS MiB | KiB/stream (RSS / heap / stacks) | CPU cores | CPU s / 1000 deliveries |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func main() {
 	if err := run(); err != nil {
@@ -84,6 +92,7 @@ func main() {
 func run() error {
 	var (
 		url, dbURL, bin, out string
+		baseline, only       string
 		pid                  int
 		sc                   scenario
 		suiteMode, worker    bool
@@ -92,6 +101,8 @@ func run() error {
 	flag.IntVar(&pid, "pid", 0, "pgsse's process id, for RSS and CPU (0: not measured)")
 	flag.StringVar(&dbURL, "db", os.Getenv("DATABASE_URL"), "the database pgsse serves")
 	flag.StringVar(&bin, "pgsse", "", "with -suite: the pgsse binary to start for each scenario")
+	flag.StringVar(&baseline, "baseline", "", "with -suite: a second pgsse binary (an earlier design) the compared scenarios also run, alternating")
+	flag.StringVar(&only, "only", "", "with -suite: run only the scenarios whose name matches this regular expression (the baselines need \"baseline\")")
 	flag.StringVar(&out, "out", "", "with -suite: also write the JSON records and the table here (prefix)")
 	flag.BoolVar(&suiteMode, "suite", false, "run the standard suite, baselines included")
 	flag.BoolVar(&worker, "worker", false, "internal: be a client process of a multi-process run")
@@ -117,7 +128,11 @@ func run() error {
 	defer db.Close()
 	db.SetMaxOpenConns(64)
 	if suiteMode {
-		return runSuite(ctx, db, dbURL, bin, out)
+		filter, err := regexp.Compile(only)
+		if err != nil {
+			return fmt.Errorf("-only: %w", err)
+		}
+		return runSuite(ctx, db, dbURL, bin, baseline, filter, out)
 	}
 	sc.Name = "custom"
 	r, err := runScenario(ctx, db, url, pid, sc)
@@ -189,7 +204,8 @@ func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenar
 		return r, err
 	}
 	got := clients.collect(want, 20*time.Second)
-	r.CPUCores = (procStats(pid).cpu - cpu0) / time.Since(t0).Seconds()
+	cpu := procStats(pid).cpu - cpu0
+	r.CPUCores = cpu / time.Since(t0).Seconds()
 	r.Committed, r.WriteErrors = w.commits.Load(), w.errors.Load()
 	for i := 0; i < sc.Streams; i++ {
 		r.Expected += want[topics[i%len(topics)]]
@@ -197,6 +213,9 @@ func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenar
 	r.Delivered, r.Missing, r.Duplicated, r.Resumes = got.delivered, got.missing, got.dups, got.resumes
 	r.CommitsPerSec = float64(r.Committed) / r.Seconds
 	r.DeliveredPerSec = float64(r.Delivered) / r.Seconds
+	if r.Delivered > 0 {
+		r.CPUPer1000 = cpu / float64(r.Delivered) * 1000
+	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	r.P50ms, r.P99ms, r.P999ms = ms(got.hist.quantile(.5)), ms(got.hist.quantile(.99)), ms(got.hist.quantile(.999))
 	return r, nil

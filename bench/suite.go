@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,26 +27,100 @@ var suite = []scenario{
 	{Name: "ingest, max rate, publish", Streams: 100, Topics: 100, Rate: 0, Mode: "publish", Duration: 5 * time.Second, Conns: 4, Procs: 1},
 	{Name: "100 streams, 200 ev/s", Streams: 100, Topics: 1, Rate: 200, Mode: "update", Duration: 10 * time.Second, Conns: 2, Procs: 1},
 	{Name: "100 streams, 200 ev/s, publish", Streams: 100, Topics: 1, Rate: 200, Mode: "publish", Duration: 10 * time.Second, Conns: 2, Procs: 1},
-	{Name: "5 000 idle streams", Streams: 5000, Topics: 100, Rate: 0, Mode: "update", Duration: 0, Conns: 1, Procs: 1},
-	{Name: "10 000 streams, 1 topic, 10 ev/s", Streams: 10000, Topics: 1, Rate: 10, Mode: "update", Duration: 10 * time.Second, Conns: 1, Procs: 1},
 	{Name: "19 000 streams, 100 topics, 100 ev/s", Streams: 19000, Topics: 100, Rate: 100, Mode: "update", Duration: 10 * time.Second, Conns: 2, Procs: 2},
 }
 
-func runSuite(ctx context.Context, db *sql.DB, dbURL, bin, out string) error {
+// compared are the scenarios also run against the baseline binary, one after
+// the other, so that each figure is also a ratio from one run.
+var compared = []scenario{
+	{Name: "5 000 idle streams", Streams: 5000, Topics: 100, Mode: "update", Conns: 1, Procs: 1},
+	{Name: "19 000 idle streams", Streams: 19000, Topics: 100, Mode: "update", Conns: 1, Procs: 2},
+	{Name: "1 000 streams, 1 topic, 20 ev/s", Streams: 1000, Topics: 1, Rate: 20, Mode: "update", Duration: 10 * time.Second, Conns: 1, Procs: 1},
+	{Name: "10 000 streams, 1 topic, 10 ev/s, pgsse on one core", Streams: 10000, Topics: 1, Rate: 10, Mode: "update", Duration: 10 * time.Second, Conns: 1, Procs: 1, Pinned: true},
+}
+
+func runSuite(ctx context.Context, db *sql.DB, dbURL, bin, baseline string, only *regexp.Regexp, out string) error {
 	if bin == "" {
 		return fmt.Errorf("-suite needs -pgsse, the binary to start")
 	}
 	var results []result
+	if only.MatchString("baseline") {
+		raws, err := rawBaselines(ctx, db, dbURL)
+		if err != nil {
+			return err
+		}
+		results = append(results, raws...)
+	}
+	servers := []server{{"pgsse", bin}}
+	if baseline != "" {
+		servers = append(servers, server{"baseline", baseline})
+	}
+	run := func(sc scenario, srvs []server) ([]result, error) {
+		var rs []result
+		for _, srv := range srvs {
+			fmt.Fprintf(os.Stderr, "scenario: %s (%s)\n", sc.Name, srv.name)
+			r, err := runOn(ctx, db, dbURL, srv.bin, sc)
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s): %w", sc.Name, srv.name, err)
+			}
+			r.Server = srv.name
+			rs = append(rs, r)
+		}
+		return rs, nil
+	}
+	for _, sc := range suite {
+		if !only.MatchString(sc.Name) {
+			continue
+		}
+		rs, err := run(sc, servers[:1])
+		if err != nil {
+			return err
+		}
+		results = append(results, rs...)
+	}
+	var pairs [][]result
+	for _, sc := range compared {
+		if !only.MatchString(sc.Name) {
+			continue
+		}
+		rs, err := run(sc, servers)
+		if err != nil {
+			return err
+		}
+		results = append(results, rs...)
+		if len(rs) == 2 {
+			pairs = append(pairs, rs)
+		}
+	}
+	if err := report(os.Stdout, results); err != nil {
+		return err
+	}
+	reportRatios(os.Stdout, pairs)
+	if out != "" {
+		f, err := os.Create(out + ".md")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := report(f, results); err != nil {
+			return err
+		}
+		reportRatios(f, pairs)
+	}
+	return nil
+}
+
+// rawBaselines are what PostgreSQL alone does (see rawBaseline).
+func rawBaselines(ctx context.Context, db *sql.DB, dbURL string) ([]result, error) {
 	raw, err := rawBaseline(ctx, db, dbURL, 0, 5*time.Second, 4, 1)
 	if err != nil {
-		return fmt.Errorf("raw baseline: %w", err)
+		return nil, fmt.Errorf("raw baseline: %w", err)
 	}
-	results = append(results, raw)
 	paced, err := rawBaseline(ctx, db, dbURL, 200, 10*time.Second, 2, 1)
 	if err != nil {
-		return fmt.Errorf("raw baseline at 200/s: %w", err)
+		return nil, fmt.Errorf("raw baseline at 200/s: %w", err)
 	}
-	results = append(results, paced)
+	results := []result{raw, paced}
 	for _, n := range []int{100, 400} {
 		naive, err := rawBaseline(ctx, db, dbURL, 200, 5*time.Second, 2, n)
 		if err != nil {
@@ -51,33 +128,54 @@ func runSuite(ctx context.Context, db *sql.DB, dbURL, bin, out string) error {
 		}
 		results = append(results, naive)
 	}
-	for _, sc := range suite {
-		fmt.Fprintf(os.Stderr, "scenario: %s\n", sc.Name)
-		r, err := withServer(ctx, bin, dbURL, func(url string, pid int) (result, error) {
-			return runScenario(ctx, db, url, pid, sc)
-		})
-		if err != nil {
-			return fmt.Errorf("%s: %w", sc.Name, err)
+	return results, nil
+}
+
+// server is a pgsse binary the suite runs, and what the report calls it.
+type server struct{ name, bin string }
+
+// runOn runs sc on a fresh server from bin, pinned as sc says.
+func runOn(ctx context.Context, db *sql.DB, dbURL, bin string, sc scenario) (result, error) {
+	if sc.Pinned {
+		if runtime.NumCPU() < 2 {
+			return result{}, fmt.Errorf("a pinned scenario needs two CPUs")
 		}
-		results = append(results, r)
-	}
-	if err := report(os.Stdout, results); err != nil {
-		return err
-	}
-	if out != "" {
-		f, err := os.Create(out + ".md")
-		if err != nil {
-			return err
+		if err := pinLoad(ctx, db, loadCPUs()); err != nil {
+			return result{}, err
 		}
-		defer f.Close()
-		return report(f, results)
+		defer pinLoad(ctx, db, allCPUs())
 	}
-	return nil
+	return withServer(ctx, bin, dbURL, sc.Pinned, func(url string, pid int) (result, error) {
+		return runScenario(ctx, db, url, pid, sc)
+	})
+}
+
+// reportRatios prints, for each compared scenario, pgsse's figures over the
+// baseline's.
+func reportRatios(w io.Writer, pairs [][]result) {
+	if len(pairs) == 0 {
+		return
+	}
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	fmt.Fprintln(w, "\n| scenario | KiB/stream (RSS) | CPU s / 1000 deliveries | p99 ms | missing / dup |\n|---|---|---|---|---|")
+	for _, p := range pairs {
+		n, b := p[0], p[1]
+		fmt.Fprintf(w, "| %s | %.1f vs %.1f (×%s) | %.4f vs %.4f (×%s) | %.1f vs %.1f (×%s) | %d / %d vs %d / %d |\n", n.Name,
+			n.RSSPerStreamKiB, b.RSSPerStreamKiB, ratio(n.RSSPerStreamKiB, b.RSSPerStreamKiB),
+			n.CPUPer1000, b.CPUPer1000, ratio(n.CPUPer1000, b.CPUPer1000),
+			n.P99ms, b.P99ms, ratio(n.P99ms, b.P99ms),
+			n.Missing, n.Duplicated, b.Missing, b.Duplicated)
+	}
 }
 
 // withServer starts a fresh pgsse (fresh memory figures for each scenario),
 // runs fn against it and stops it.
-func withServer(ctx context.Context, bin, dbURL string, fn func(url string, pid int) (result, error)) (result, error) {
+func withServer(ctx context.Context, bin, dbURL string, pinned bool, fn func(url string, pid int) (result, error)) (result, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return result{}, err
@@ -85,6 +183,9 @@ func withServer(ctx context.Context, bin, dbURL string, fn func(url string, pid 
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(bin, "serve")
+	if pinned {
+		cmd = exec.Command("taskset", "-c", serverCPU, bin, "serve") // taskset execs: the same pid
+	}
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PGSSE_ADDR="+addr, "PGSSE_AUTH_MODE=none",
 		"PGSSE_CONNECT_RATE=0", "PGSSE_MAX_STREAMS_PER_IP=0", "PGSSE_MAX_STREAMS=0", "PGSSE_LOG_LEVEL=warn", "PGSSE_DRAIN=1s")
 	cmd.Stderr, cmd.Stdout = os.Stderr, os.Stderr
