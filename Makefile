@@ -31,14 +31,22 @@ test:
 	PGSSE_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...; \
 	status=$$?; scripts/pg.sh stop .pgdata/test; exit $$status
 
-# The standard load suite behind BENCHMARKS.md (a few minutes): a throwaway
-# PostgreSQL in .pgdata/bench, a fresh pgsse per scenario, the baselines.
+# The design the compared scenarios measure against: the commit before issue 11
+# (streams on net/http, a goroutine each).
+BENCH_BASELINE ?= e13392a
+
+# The standard load suite behind BENCHMARKS.md (several minutes): a throwaway
+# PostgreSQL in .pgdata/bench, a fresh pgsse per scenario, the baselines, and
+# the compared scenarios also run on BENCH_BASELINE's build.
 bench:
 	@scripts/deps.sh
 	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
 	$(GO) build -o bin/pgsse . && $(GO) build -o bin/bench ./bench && \
+	rm -rf bin/baseline-src && mkdir -p bin/baseline-src && \
+	git archive $(BENCH_BASELINE) | tar -x -C bin/baseline-src && \
+	(cd bin/baseline-src && $(GO) build -o ../pgsse-baseline .) && \
 	DATABASE_URL="$$url" bin/pgsse migrate >/dev/null && \
-	bin/bench -suite -pgsse bin/pgsse -db "$$url" -out bin/bench-results; \
+	bin/bench -suite -pgsse bin/pgsse -baseline bin/pgsse-baseline -db "$$url" -out bin/bench-results; \
 	status=$$?; scripts/pg.sh stop .pgdata/bench; exit $$status
 
 build:

@@ -28,7 +28,7 @@ func connectionLimits() (main, admin int) {
 		return 1 << 20, adminConnections
 	}
 	fds := int(lim.Cur)
-	return max(fds-max(minReservedFDs, fds/10)-adminConnections, 16), adminConnections
+	return max(fds-max(minReservedFDs, fds/50)-adminConnections, 16), adminConnections
 }
 
 // limitListener bounds ln to n connections at a time: Accept waits while n are

@@ -139,6 +139,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	e := newRouter(cfg, ready)
 	streams.Register(e)
+	registerAliases(e, streams)
 	if cfg.Demo {
 		demo.Register(e, store, authorizer)
 	}

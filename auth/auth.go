@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/zerolog"
 
+	"pgsse/event"
 	"pgsse/sse"
 )
 
@@ -195,7 +196,7 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 }
 
 // grants reads the topics claim: an array of topics or topic patterns.
-func (v *Verifier) grants(claims jwt.MapClaims) ([]sse.Topic, error) {
+func (v *Verifier) grants(claims jwt.MapClaims) ([]event.Topic, error) {
 	var node any = map[string]any(claims)
 	for _, name := range v.claim {
 		m, ok := node.(map[string]any)
@@ -210,13 +211,13 @@ func (v *Verifier) grants(claims jwt.MapClaims) ([]sse.Topic, error) {
 	if !ok {
 		return nil, fmt.Errorf("the %s claim must be an array of topics", v.cfg.TopicsClaim)
 	}
-	grants := make([]sse.Topic, 0, len(list))
+	grants := make([]event.Topic, 0, len(list))
 	for _, item := range list {
 		s, ok := item.(string)
 		if !ok {
 			return nil, fmt.Errorf("the %s claim must be an array of topics", v.cfg.TopicsClaim)
 		}
-		t, err := sse.ParseTopic(s)
+		t, err := event.ParseTopic(s)
 		if err != nil {
 			return nil, fmt.Errorf("the %s claim holds an invalid topic", v.cfg.TopicsClaim)
 		}
@@ -227,7 +228,7 @@ func (v *Verifier) grants(claims jwt.MapClaims) ([]sse.Topic, error) {
 
 // covers reports whether a grant allows subscribing to topic, itself a topic or
 // a pattern: videos/* covers videos/abc and videos/*; videos/abc covers only itself.
-func covers(grants []sse.Topic, topic string) bool {
+func covers(grants []event.Topic, topic string) bool {
 	for _, g := range grants {
 		if g.String() == topic || g.Matches(topic) {
 			return true

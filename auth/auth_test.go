@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 
+	"pgsse/event"
 	"pgsse/sse"
 )
 
@@ -154,9 +155,9 @@ func TestVerifier_Reload(t *testing.T) {
 }
 
 func TestCovers(t *testing.T) {
-	grants := []sse.Topic{}
+	grants := []event.Topic{}
 	for _, s := range []string{"videos/a", "org/1/*"} {
-		g, _ := sse.ParseTopic(s)
+		g, _ := event.ParseTopic(s)
 		grants = append(grants, g)
 	}
 	for topic, want := range map[string]bool{

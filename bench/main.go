@@ -26,6 +26,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/lib/pq"
@@ -114,6 +115,7 @@ func run() error {
 	flag.IntVar(&sc.Conns, "conns", 4, "writer connections")
 	flag.IntVar(&sc.Procs, "procs", 1, "client processes")
 	flag.Parse()
+	raiseFileLimit()
 	ctx := context.Background()
 	if worker {
 		return runWorker(ctx, url, sc)
@@ -372,6 +374,25 @@ func runWorker(ctx context.Context, url string, sc scenario) error {
 		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(wr)
+}
+
+// fileLimit is the descriptor limit the load tool asks for itself and the
+// servers it starts (they inherit it): 19 000 streams need 19 000 sockets on
+// each side, and pgsse keeps a reserve below its limit.
+const fileLimit = 1 << 16
+
+// raiseFileLimit raises the descriptor limit to fileLimit where allowed (root,
+// or a hard limit that high); else the limit stays as it is.
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= fileLimit {
+		return
+	}
+	want := syscall.Rlimit{Cur: fileLimit, Max: max(lim.Max, fileLimit)}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
+		want.Cur, want.Max = lim.Max, lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	}
 }
 
 // stats are a process's resident memory (bytes) and CPU time (seconds).

@@ -34,7 +34,9 @@ var suite = []scenario{
 // the other, so that each figure is also a ratio from one run.
 var compared = []scenario{
 	{Name: "5 000 idle streams", Streams: 5000, Topics: 100, Mode: "update", Conns: 1, Procs: 1},
-	{Name: "19 000 idle streams", Streams: 19000, Topics: 100, Mode: "update", Conns: 1, Procs: 2},
+	// 17 500: the baseline holds at most 17 936 connections under a 20 000
+	// descriptor limit (this machine's hard limit); pgsse's 19 000 are the scenario above.
+	{Name: "17 500 idle streams", Streams: 17500, Topics: 100, Mode: "update", Conns: 1, Procs: 1},
 	{Name: "1 000 streams, 1 topic, 20 ev/s", Streams: 1000, Topics: 1, Rate: 20, Mode: "update", Duration: 10 * time.Second, Conns: 1, Procs: 1},
 	{Name: "10 000 streams, 1 topic, 10 ev/s, pgsse on one core", Streams: 10000, Topics: 1, Rate: 10, Mode: "update", Duration: 10 * time.Second, Conns: 1, Procs: 1, Pinned: true},
 }

@@ -10,6 +10,26 @@ import (
 	"pgsse/event"
 )
 
+// Stateful reports whether topic has a state to snapshot: video topics do
+// (processing_status); other kinds have none until the store reads one (see
+// README, "Adding an event kind").
+func (s *Store) Stateful(topic string) bool {
+	_, ok := event.VideoID(topic)
+	return ok
+}
+
+// Snapshot returns the log position and the current state of each of topics
+// (all Stateful) that exists, as snapshot events with that position as id.
+func (s *Store) Snapshot(ctx context.Context, topics []string) (int64, []event.Event, error) {
+	ids := make([]string, 0, len(topics))
+	for _, t := range topics {
+		if id, ok := event.VideoID(t); ok {
+			ids = append(ids, id)
+		}
+	}
+	return s.VideoSnapshot(ctx, ids)
+}
+
 // VideoSnapshot returns the log position and, for each of videoIDs that exists,
 // a video.status snapshot event carrying that position as its id. Both are read
 // in one statement, so in one snapshot: the state reflects exactly the events up

@@ -32,9 +32,13 @@ type History interface {
 	// large), whether more may follow, and the horizon as of the same read
 	// (above after: some of those events may have been pruned unread).
 	TopicEvents(ctx context.Context, after, through int64, topics, prefixes []string, limit int) (events []event.Raw, more bool, horizon int64, err error)
-	// VideoSnapshot returns the log position and a snapshot event, with that
-	// position as its id, for each existing video of videoIDs.
-	VideoSnapshot(ctx context.Context, videoIDs []string) (int64, []event.Event, error)
+	// Stateful reports whether topic has a current state the store can read
+	// (a snapshot), without reading anything.
+	Stateful(topic string) bool
+	// Snapshot returns the log position and, for each of topics (all
+	// stateful) whose state exists, a snapshot event with that position as its
+	// id, read together.
+	Snapshot(ctx context.Context, topics []string) (int64, []event.Event, error)
 }
 
 // Authorizer decides who may stream which topics. It must be safe for
@@ -198,10 +202,9 @@ func (h *Handler) Close(ctx context.Context) error {
 	return nil
 }
 
-// Register mounts the stream endpoints on e.
+// Register mounts the stream endpoint, /events, on e.
 func (h *Handler) Register(e *echo.Echo) {
 	e.GET("/events", h.events)
-	e.GET("/videos/:id/events", h.videoEvents)
 }
 
 // RequestError is a request refused before streaming: it becomes a 4xx (or a
@@ -257,7 +260,7 @@ func HTTPErrorHandler(err error, c echo.Context) {
 
 // request is a validated stream request.
 type request struct {
-	topics []Topic
+	topics []event.Topic
 	names  []string // the topics as written, deduplicated
 	resume bool     // a Last-Event-ID was given
 	lastID int64    // valid when resume
@@ -278,29 +281,41 @@ func (h *Handler) events(c echo.Context) error {
 	return h.stream(c, req)
 }
 
-func (h *Handler) videoEvents(c echo.Context) error {
-	q, err := h.parseQuery(c, "last_event_id", "access_token")
-	if err != nil {
-		return err
-	}
-	// Any id works here, URL-encoded once: /videos/legacy%20upload/events.
-	id := c.Param("id")
-	if c.Request().URL.RawPath != "" {
-		// Echo routes the raw path when it holds escapes such as %2F, and then
-		// leaves them in the parameter.
-		if id, err = url.PathUnescape(id); err != nil {
-			return badRequest("id", "video id %q is not valid URL encoding", truncate(c.Param("id")))
+// TopicStream returns a handler streaming the one topic topicOf reads from
+// the request (a path alias such as /videos/{id}/events, registered by the
+// wiring), with the query parameters last_event_id and access_token. An error
+// of topicOf should be a *RequestError.
+func (h *Handler) TopicStream(topicOf func(c echo.Context) (string, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		q, err := h.parseQuery(c, "last_event_id", "access_token")
+		if err != nil {
+			return err
 		}
+		topic, err := topicOf(c)
+		if err != nil {
+			return err
+		}
+		req, err := h.parseRequest(c, q, []string{topic})
+		if err != nil {
+			return err
+		}
+		return h.stream(c, req)
 	}
-	topic, ok := event.VideoTopic(id)
-	if !ok {
-		return badRequest("id", "video id must be 1 to %d bytes once encoded", MaxTopicLen-len("videos/"))
+}
+
+// PathParam returns the named path parameter, decoded once: Echo routes the
+// raw path when it holds escapes such as %2F, and then leaves them in the
+// parameter.
+func PathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
 	}
-	req, err := h.parseRequest(c, q, []string{topic})
+	decoded, err := url.PathUnescape(v)
 	if err != nil {
-		return err
+		return "", badRequest(name, "%s %q is not valid URL encoding", name, truncate(v))
 	}
-	return h.stream(c, req)
+	return decoded, nil
 }
 
 // parseQuery parses the query string strictly: a malformed one or an unknown
@@ -334,7 +349,7 @@ func (h *Handler) parseRequest(c echo.Context, q url.Values, topics []string) (r
 	}
 	seen := make(map[string]bool, len(topics))
 	for _, s := range topics {
-		t, err := ParseTopic(s)
+		t, err := event.ParseTopic(s)
 		if err != nil {
 			return req, badRequest("topic", "topic %q: %v", truncate(s), err)
 		}

@@ -177,7 +177,7 @@ func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
 // hub's lock: it must not wait) when the queue gets a frame while it had no
 // unread ready signal, and when the subscriber is ended. Callers must
 // Unsubscribe.
-func (h *Hub) Subscribe(topics []Topic, wake func()) (*Subscriber, error) {
+func (h *Hub) Subscribe(topics []event.Topic, wake func()) (*Subscriber, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -243,9 +243,9 @@ func (h *Hub) remove(s *Subscriber) {
 }
 
 // indexOf returns the index t's subscribers are kept in, and their key there.
-func (h *Hub) indexOf(t Topic) (map[string]map[*Subscriber]struct{}, string) {
+func (h *Hub) indexOf(t event.Topic) (map[string]map[*Subscriber]struct{}, string) {
 	if t.Wildcard() {
-		return h.prefixed, t.prefix()
+		return h.prefixed, t.Prefix()
 	}
 	return h.exact, t.String()
 }

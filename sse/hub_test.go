@@ -15,11 +15,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func topics(t testing.TB, names ...string) []Topic {
+func topics(t testing.TB, names ...string) []event.Topic {
 	t.Helper()
-	var out []Topic
+	var out []event.Topic
 	for _, n := range names {
-		topic, err := ParseTopic(n)
+		topic, err := event.ParseTopic(n)
 		if err != nil {
 			t.Fatal(err)
 		}

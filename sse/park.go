@@ -13,9 +13,6 @@ import (
 // stream lives on, run by the writers.
 var errParked = errors.New("stream parked")
 
-// parkedBufCap is the most coalescing buffer a parked stream keeps.
-const parkedBufCap = 4 << 10
-
 // parkable says whether the live loop may hand the stream to the writers.
 func (st *stream) parkable() bool {
 	return st.conn != nil && st.conn.raw != nil && !st.noPark
@@ -28,10 +25,7 @@ func (st *stream) park() error {
 	// Writers never wait on the socket, so no deadline while parked.
 	st.deadline = time.Time{}
 	_ = st.sink.setWriteDeadline(st.deadline)
-	if cap(st.buf) > parkedBufCap {
-		st.buf = nil
-	}
-	st.frames = nil
+	st.buf, st.frames = nil, nil // writers use their own; a parked stream holds no buffer
 	p := st.h.pool
 	p.wheel.add(st, st.h.cfg.Heartbeat-time.Since(st.lastWrite))
 	st.mu.Lock()

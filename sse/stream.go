@@ -306,23 +306,24 @@ func (st *stream) reset(why string, position int64) error {
 	return st.snapshot()
 }
 
-// snapshot sends the current state of each video topic, read together with the
-// log position it reflects; the stream continues from that position.
+// snapshot sends the current state of each of the stream's topics that has
+// one (the store says which), read together with the log position it
+// reflects; the stream continues from that position.
 func (st *stream) snapshot() error {
-	var ids []string
+	var stateful []string
 	for _, t := range st.req.topics {
-		if id, ok := t.VideoID(); ok {
-			ids = append(ids, id)
+		if !t.Wildcard() && st.h.history.Stateful(t.String()) {
+			stateful = append(stateful, t.String())
 		}
 	}
-	if len(ids) == 0 {
-		st.last = st.sub.Cursor // patterns get no snapshot: live from here
+	if len(stateful) == 0 {
+		st.last = st.sub.Cursor // patterns and topics without state: live from here
 		return nil
 	}
 	var position int64
 	var snaps []event.Event
 	err := st.retryDB("read snapshot", func(ctx context.Context) (err error) {
-		position, snaps, err = st.h.history.VideoSnapshot(ctx, ids)
+		position, snaps, err = st.h.history.Snapshot(ctx, stateful)
 		return err
 	})
 	if err != nil {
@@ -348,7 +349,7 @@ func (st *stream) replayLog() error {
 	var topics, prefixes []string
 	for _, t := range st.req.topics {
 		if t.Wildcard() {
-			prefixes = append(prefixes, t.prefix())
+			prefixes = append(prefixes, t.Prefix())
 		} else {
 			topics = append(topics, t.String())
 		}

@@ -108,14 +108,14 @@ func TestStream_PrunedDuringReplay(t *testing.T) {
 }
 
 // TestStream_AnyVideoID: a video whose id is outside the topic grammar is watched
-// by its encoded topic or, URL-encoded once, by the /videos/{id}/events path.
+// by its encoded topic (the /videos/{id}/events alias: TestRoutes_VideoAliasAnyID).
 func TestStream_AnyVideoID(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
 	dbtest.InsertVideo(t, sqlDB, "legacy upload/7")
 	_, srvURL := serve(t, 1, openStore(t, url), sse.HandlerConfig{})
 
-	for _, path := range []string{"/videos/legacy%20upload%2F7/events", "/events?topic=videos/legacy%2520upload%252F7"} {
+	for _, path := range []string{"/events?topic=videos/legacy%2520upload%252F7"} {
 		resp, err := http.Get(srvURL + path)
 		if err != nil {
 			t.Fatal(err)

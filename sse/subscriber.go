@@ -35,7 +35,7 @@ type frame struct {
 // queue of live frames. The hub fills the queue and never waits on it; when it is
 // full the hub ends the subscriber instead.
 type Subscriber struct {
-	topics []Topic
+	topics []event.Topic
 	queue  queue
 	done   chan struct{} // closed by the hub when it ends this subscriber
 	reason EndReason     // set before done is closed

@@ -32,11 +32,17 @@ type takeoverServer struct {
 // HTTP/2 over TLS instead of plain HTTP/1.1.
 func serveTakeover(t *testing.T, hubCfg sse.HubConfig, cfg sse.HandlerConfig, tlsH2 bool) *takeoverServer {
 	t.Helper()
+	return serveTakeoverWith(t, hubCfg, cfg, tlsH2, noHistory{}, 0)
+}
+
+// serveTakeoverWith is serveTakeover over history, the hub started at cursor.
+func serveTakeoverWith(t *testing.T, hubCfg sse.HubConfig, cfg sse.HandlerConfig, tlsH2 bool, history sse.History, cursor int64) *takeoverServer {
+	t.Helper()
 	s := &takeoverServer{hub: sse.NewHub(hubCfg), metrics: sse.NewMetrics(prometheus.NewRegistry())}
-	s.hub.Start(0)
+	s.hub.Start(cursor)
 	cfg.Metrics = s.metrics
 	e := echo.New()
-	h := sse.NewHandler(s.hub, noHistory{}, cfg)
+	h := sse.NewHandler(s.hub, history, cfg)
 	h.Register(e)
 	s.srv = httptest.NewUnstartedServer(e)
 	if tlsH2 {
@@ -64,7 +70,8 @@ func (noHistory) LogBounds(context.Context) (int64, int64, error) { return 0, 0,
 func (noHistory) TopicEvents(context.Context, int64, int64, []string, []string, int) ([]event.Raw, bool, int64, error) {
 	return nil, false, 0, nil
 }
-func (noHistory) VideoSnapshot(context.Context, []string) (int64, []event.Event, error) {
+func (noHistory) Stateful(string) bool { return false }
+func (noHistory) Snapshot(context.Context, []string) (int64, []event.Event, error) {
 	return 0, nil, nil
 }
 

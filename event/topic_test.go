@@ -1,4 +1,4 @@
-package sse
+package event
 
 import (
 	"strings"
@@ -33,7 +33,7 @@ func TestParseTopic_Canonical(t *testing.T) {
 		}
 	}
 	topic, _ := ParseTopic("videos/a%2Fb%20c")
-	if id, ok := topic.VideoID(); !ok || id != "a/b c" {
+	if id, ok := VideoID(topic.String()); !ok || id != "a/b c" {
 		t.Errorf("VideoID = %q, %v; want \"a/b c\"", id, ok)
 	}
 }
