@@ -31,8 +31,8 @@ func TestSmoke(t *testing.T) {
 	for _, mode := range []string{"update", "publish"} {
 		t.Run(mode, func(t *testing.T) {
 			sc := scenario{Name: "smoke", Streams: 500, Topics: 10, Rate: 100, Mode: mode, Duration: 5 * time.Second, Conns: 2, Procs: 1}
-			r, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
-				return runScenario(context.Background(), db, base, pid, sc)
+			r, err := withServer(context.Background(), bin, url, false, func(p proc) (result, error) {
+				return runScenario(context.Background(), db, p, sc)
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -68,9 +68,9 @@ func TestLargeReplay_MemoryBounded(t *testing.T) {
 			url := dbtest.New(t)
 			db := dbtest.Open(t, url)
 			var peak float64
-			_, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
+			_, err := withServer(context.Background(), bin, url, false, func(p proc) (result, error) {
 				var err error
-				peak, err = largeReplay(context.Background(), db, base, pid, c.clients, 100, 1<<20)
+				peak, err = largeReplay(context.Background(), db, p.URL, p.PID, c.clients, 100, 1<<20)
 				return result{}, err
 			})
 			if err != nil {
@@ -106,9 +106,9 @@ func TestBurst_CaughtUpInPlace(t *testing.T) {
 	db := dbtest.Open(t, url)
 	var peak float64
 	start := time.Now()
-	_, err := withServer(context.Background(), bin, url, false, func(base string, pid int) (result, error) {
+	_, err := withServer(context.Background(), bin, url, false, func(p proc) (result, error) {
 		var err error
-		peak, err = burst(context.Background(), db, base, pid, *burstStreams, *burstRows)
+		peak, err = burst(context.Background(), db, p.URL, p.PID, *burstStreams, *burstRows)
 		return result{}, err
 	})
 	if err != nil {

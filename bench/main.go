@@ -137,7 +137,7 @@ func run() error {
 		return runSuite(ctx, db, dbURL, bin, baseline, filter, out)
 	}
 	sc.Name = "custom"
-	r, err := runScenario(ctx, db, url, pid, sc)
+	r, err := runScenario(ctx, db, proc{URL: url, PID: pid}, sc)
 	if err != nil {
 		return err
 	}
@@ -158,8 +158,19 @@ func report(w *os.File, rs []result) error {
 	return nil
 }
 
-// runScenario loads the pgsse at url (process pid) and measures.
-func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenario) (result, error) {
+// proc is a pgsse to load: its URL, its admin URL (metrics, profiles; empty:
+// on the main one) and its process id (0: not measured).
+type proc struct {
+	URL, Admin string
+	PID        int
+}
+
+// runScenario loads p and measures.
+func runScenario(ctx context.Context, db *sql.DB, p proc, sc scenario) (result, error) {
+	url, pid, metricsURL := p.URL, p.PID, p.URL
+	if p.Admin != "" {
+		metricsURL = p.Admin
+	}
 	r := result{scenario: sc}
 	topics := topicsN(sc.Topics)
 	w := &writer{db: db, mode: sc.Mode, topics: topics, rate: sc.Rate, conns: sc.Conns}
@@ -168,7 +179,7 @@ func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenar
 	}
 	before := procStats(pid)
 	memNames := []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes"}
-	memBefore := serverMetrics(url, memNames...)
+	memBefore := serverMetrics(metricsURL, memNames...)
 
 	clients, err := openClients(ctx, url, sc, topics)
 	if err != nil {
@@ -176,8 +187,11 @@ func runScenario(ctx context.Context, db *sql.DB, url string, pid int, sc scenar
 	}
 	defer clients.stop()
 	time.Sleep(time.Second) // let the server settle
+	if sc.Duration == 0 && p.Admin != "" {
+		settle(p)
+	}
 	idle := procStats(pid)
-	mem := serverMetrics(url, memNames...)
+	mem := serverMetrics(metricsURL, memNames...)
 	r.RSSMiB = idle.rss / (1 << 20)
 	r.Goroutines = mem["go_goroutines"]
 	if n := float64(sc.Streams); n > 0 {
@@ -374,6 +388,29 @@ func runWorker(ctx context.Context, url string, sc scenario) error {
 		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(wr)
+}
+
+// settle waits, for an idle scenario, until the server's memory is what it
+// costs to hold the streams rather than to have opened them: a garbage
+// collection (forced through the admin port's profile endpoint, as the runtime
+// would within two minutes), then until the runtime has returned the freed
+// pages (RSS steady for two seconds, at most 30 s).
+func settle(p proc) {
+	if resp, err := http.Get(p.Admin + "/debug/pprof/heap?gc=1"); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	last, steady := procStats(p.PID).rss, 0
+	for deadline := time.Now().Add(30 * time.Second); steady < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		rss := procStats(p.PID).rss
+		if rss >= last*0.99 {
+			steady++
+		} else {
+			steady = 0
+		}
+		last = rss
+	}
 }
 
 // fileLimit is the descriptor limit the load tool asks for itself and the

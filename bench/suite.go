@@ -147,8 +147,8 @@ func runOn(ctx context.Context, db *sql.DB, dbURL, bin string, sc scenario) (res
 		}
 		defer pinLoad(ctx, db, allCPUs())
 	}
-	return withServer(ctx, bin, dbURL, sc.Pinned, func(url string, pid int) (result, error) {
-		return runScenario(ctx, db, url, pid, sc)
+	return withServer(ctx, bin, dbURL, sc.Pinned, func(p proc) (result, error) {
+		return runScenario(ctx, db, p, sc)
 	})
 }
 
@@ -177,18 +177,20 @@ func reportRatios(w io.Writer, pairs [][]result) {
 
 // withServer starts a fresh pgsse (fresh memory figures for each scenario),
 // runs fn against it and stops it.
-func withServer(ctx context.Context, bin, dbURL string, pinned bool, fn func(url string, pid int) (result, error)) (result, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func withServer(ctx context.Context, bin, dbURL string, pinned bool, fn func(p proc) (result, error)) (result, error) {
+	addr, err := freeAddr()
 	if err != nil {
 		return result{}, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	admin, err := freeAddr()
+	if err != nil {
+		return result{}, err
+	}
 	cmd := exec.Command(bin, "serve")
 	if pinned {
 		cmd = exec.Command("taskset", "-c", serverCPU, bin, "serve") // taskset execs: the same pid
 	}
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PGSSE_ADDR="+addr, "PGSSE_AUTH_MODE=none",
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PGSSE_ADDR="+addr, "PGSSE_ADMIN_ADDR="+admin, "PGSSE_AUTH_MODE=none",
 		"PGSSE_CONNECT_RATE=0", "PGSSE_MAX_STREAMS_PER_IP=0", "PGSSE_MAX_STREAMS=0", "PGSSE_LOG_LEVEL=warn", "PGSSE_DRAIN=1s")
 	cmd.Stderr, cmd.Stdout = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -197,7 +199,7 @@ func withServer(ctx context.Context, bin, dbURL string, pinned bool, fn func(url
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	url := "http://" + addr
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		if resp, err := http.Get(url + "/readyz"); err == nil {
+		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				break
@@ -208,7 +210,17 @@ func withServer(ctx context.Context, bin, dbURL string, pinned bool, fn func(url
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fn(url, cmd.Process.Pid)
+	return fn(proc{URL: url, Admin: "http://" + admin, PID: cmd.Process.Pid})
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // rawBaseline measures what Postgres alone does: UPDATEs whose trigger calls

@@ -470,14 +470,11 @@ func (h *Handler) stream(c echo.Context, req request) error {
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
-	logCtx := h.cfg.Logger.With().Strs("topics", req.names).Str("remote", c.RealIP())
-	if access.Subject != "" {
-		logCtx = logCtx.Str("subject", access.Subject)
-	}
 	st := &stream{
 		h:            h,
 		req:          req,
-		log:          logCtx.Logger(),
+		remote:       c.RealIP(),
+		subject:      access.Subject,
 		start:        time.Now(),
 		release:      release,
 		heartbeat:    time.NewTimer(h.cfg.Heartbeat),
@@ -488,16 +485,21 @@ func (h *Handler) stream(c echo.Context, req request) error {
 		h.streamStarted()
 		st.conn, st.sink, st.buf = conn, connSink{conn.conn}, head
 		// Once taken over, nothing of net/http's watches the client: the
-		// stream's context ends when the close watch sees it go.
-		st.ctx, st.cancel = context.WithCancel(context.WithoutCancel(c.Request().Context()))
+		// stream's context ends when the close watch sees it go. (Not derived
+		// from the request's, which would keep net/http's contexts alive.)
+		st.ctx, st.cancel = context.WithCancel(context.Background())
 		if conn.raw != nil {
 			id, err := h.pool.watch.add(conn.raw, st)
 			if err != nil {
-				st.log.Warn().Err(err).Msg("close watch; the stream keeps a goroutine and notices a close when a write fails")
+				st.logger().Warn().Err(err).Msg("close watch; the stream keeps a goroutine and notices a close when a write fails")
 				conn.raw = nil
 			}
 			conn.watchID = id
 		}
+		// Echo pools its contexts, and a pooled one keeps its last request and
+		// response, so net/http's connection and its buffers (8 KiB) until the
+		// context is reused: let them go now.
+		c.Reset(nil, nil)
 	} else {
 		w.WriteHeader(http.StatusOK)
 		st.sink = responseSink{w: w, rc: http.NewResponseController(w)}
@@ -511,7 +513,7 @@ func (h *Handler) stream(c echo.Context, req request) error {
 			st.wake()
 		})
 	}
-	ev := st.log.Info()
+	ev := st.logger().Info()
 	if req.resume {
 		ev = ev.Int64("last_event_id", req.lastID)
 	}

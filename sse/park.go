@@ -22,6 +22,7 @@ func (st *stream) parkable() bool {
 // errParked at once, touching the stream no more.
 func (st *stream) park() error {
 	st.heartbeat.Stop()
+	st.heartbeat = nil
 	// Writers never wait on the socket, so no deadline while parked.
 	st.deadline = time.Time{}
 	_ = st.sink.setWriteDeadline(st.deadline)
@@ -113,7 +114,7 @@ func (st *stream) resume(pending [][]byte, werr error, ending bool) {
 	st.mu.Unlock()
 	st.h.pool.wheel.remove(st)
 	go st.run(func() error {
-		st.heartbeat.Reset(max(st.h.cfg.Heartbeat-time.Since(st.lastWrite), 0))
+		st.heartbeat = time.NewTimer(max(st.h.cfg.Heartbeat-time.Since(st.lastWrite), 0))
 		var err error
 		if werr != nil {
 			err = st.writeFailed(werr)

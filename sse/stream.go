@@ -36,10 +36,11 @@ type stream struct {
 	sink      sink
 	conn      *takenOver // nil on net/http's path
 	req       request
-	log       zerolog.Logger
+	remote    string // the client's address, for the log
+	subject   string // the token's subject, for the log; may be empty
 	start     time.Time
 	release   func()          // the admission's slot
-	heartbeat *time.Timer     // while run by a goroutine; the wheel's while parked
+	heartbeat *time.Timer     // while run by a goroutine; nil while parked (the wheel's then)
 	expired   <-chan struct{} // closed when the token expires; nil: never
 	expiry    *time.Timer
 	lastWrite time.Time // when the last write finished
@@ -81,12 +82,26 @@ func (st *stream) run(body func() error) {
 	st.finish(reason)
 }
 
+// logger is the stream's logger: built when a line is logged rather than
+// kept, since a parked stream is mostly idle and a logger's context costs most
+// of a kilobyte.
+func (st *stream) logger() *zerolog.Logger {
+	c := st.h.cfg.Logger.With().Strs("topics", st.req.names).Str("remote", st.remote)
+	if st.subject != "" {
+		c = c.Str("subject", st.subject)
+	}
+	l := c.Logger()
+	return &l
+}
+
 // finish releases what the stream holds, counts and logs its end.
 func (st *stream) finish(reason EndReason) {
 	if st.sub != nil {
 		st.h.hub.Unsubscribe(st.sub)
 	}
-	st.heartbeat.Stop()
+	if st.heartbeat != nil {
+		st.heartbeat.Stop()
+	}
 	if st.expiry != nil {
 		st.expiry.Stop()
 	}
@@ -105,7 +120,7 @@ func (st *stream) finish(reason EndReason) {
 	m := st.h.cfg.Metrics
 	m.StreamsOpen.Dec()
 	m.StreamsClosed.WithLabelValues(string(reason)).Inc()
-	st.log.Info().Dur("duration_ms", time.Since(st.start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")
+	st.logger().Info().Dur("duration_ms", time.Since(st.start)).Int("events", st.sent).Str("reason", string(reason)).Msg("stream ended")
 }
 
 func (st *stream) steps() error {
@@ -299,7 +314,7 @@ func (st *stream) reset(why string, position int64) error {
 		"kind": kindReset.s,
 		"data": map[string]any{"reason": why, "last_event_id": position},
 	})
-	st.log.Info().Str("why", why).Int64("last_event_id", position).Msg("stream reset")
+	st.logger().Info().Str("why", why).Int64("last_event_id", position).Msg("stream reset")
 	if err := st.send((&Message{Type: kindReset, Data: data}).AppendTo(nil)); err != nil {
 		return err
 	}
@@ -375,7 +390,7 @@ func (st *stream) replayLog() error {
 			return st.reset("history_pruned", st.last)
 		}
 		events := event.DecodeAll(raws, func(r event.Raw, err error) {
-			st.log.Warn().Err(err).Int64("event_id", r.ID).Msg("undecodable event in log; skipped")
+			st.logger().Warn().Err(err).Int64("event_id", r.ID).Msg("undecodable event in log; skipped")
 		})
 		if err := st.sendEvents(events); err != nil {
 			return err
@@ -395,7 +410,7 @@ func (st *stream) sendEvents(events []event.Event) error {
 	for i := range events {
 		f, err := encodeEvent(&events[i])
 		if err != nil {
-			st.log.Error().Err(err).Msg("encode event; skipped")
+			st.logger().Error().Err(err).Msg("encode event; skipped")
 			continue
 		}
 		st.sent++
@@ -573,7 +588,7 @@ func (st *stream) writeFailed(err error) error {
 	if !errors.Is(err, os.ErrDeadlineExceeded) && (st.ctx.Err() != nil || st.conn != nil) {
 		return st.end(EndClientGone)
 	}
-	st.log.Debug().Err(err).Msg("stream write failed")
+	st.logger().Debug().Err(err).Msg("stream write failed")
 	return st.end(EndWriteFailed)
 }
 
@@ -607,9 +622,9 @@ func (st *stream) retryDB(op string, fn func(ctx context.Context) error) error {
 		}
 		if attempt == 0 {
 			if f.Outage {
-				st.log.Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
+				st.logger().Warn().Err(err).Str("op", op).Msg("database unavailable; stream waits")
 			} else {
-				st.log.Error().Err(err).Str("op", op).Str("sqlstate", f.SQLState).Str("hint", f.Hint).Msg("database fault; stream waits")
+				st.logger().Error().Err(err).Str("op", op).Str("sqlstate", f.SQLState).Str("hint", f.Hint).Msg("database fault; stream waits")
 			}
 		}
 		wait := time.NewTimer(backoff)
