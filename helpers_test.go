@@ -187,8 +187,8 @@ func (r received) status() (status, previous string) {
 	return d.Status, previous
 }
 
-// stream is one open SSE response, read in the background.
-type stream struct {
+// openStream is one open SSE response, read in the background.
+type openStream struct {
 	resp   *http.Response
 	events chan received
 	cancel context.CancelFunc
@@ -196,13 +196,13 @@ type stream struct {
 }
 
 // open starts a stream at url; lastID, when not empty, is sent as Last-Event-ID.
-func open(t *testing.T, url, lastID string) *stream {
+func open(t *testing.T, url, lastID string) *openStream {
 	t.Helper()
 	return openWith(t, url, lastID)
 }
 
 // openWith is open with extra request headers, given as name, value pairs.
-func openWith(t *testing.T, url, lastID string, header ...string) *stream {
+func openWith(t *testing.T, url, lastID string, header ...string) *openStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -222,7 +222,7 @@ func openWith(t *testing.T, url, lastID string, header ...string) *stream {
 		cancel()
 		t.Fatalf("GET %s: %d %s %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	s := &stream{resp: resp, events: make(chan received, 100000), cancel: cancel, ended: make(chan struct{})}
+	s := &openStream{resp: resp, events: make(chan received, 100000), cancel: cancel, ended: make(chan struct{})}
 	go func() {
 		defer close(s.ended)
 		defer resp.Body.Close()
@@ -242,12 +242,12 @@ func openWith(t *testing.T, url, lastID string, header ...string) *stream {
 	return s
 }
 
-func (s *stream) close() {
+func (s *openStream) close() {
 	s.cancel()
 	<-s.ended
 }
 
-func (s *stream) next(t *testing.T) received {
+func (s *openStream) next(t *testing.T) received {
 	t.Helper()
 	select {
 	case ev := <-s.events:
@@ -259,7 +259,7 @@ func (s *stream) next(t *testing.T) received {
 }
 
 // take returns the next n events.
-func (s *stream) take(t *testing.T, n int) []received {
+func (s *openStream) take(t *testing.T, n int) []received {
 	t.Helper()
 	out := make([]received, n)
 	for i := range out {
@@ -269,7 +269,7 @@ func (s *stream) take(t *testing.T, n int) []received {
 }
 
 // quiet fails if an event arrives within d.
-func (s *stream) quiet(t *testing.T, d time.Duration) {
+func (s *openStream) quiet(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
 	case ev := <-s.events:

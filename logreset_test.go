@@ -41,7 +41,7 @@ func TestStream_LogReplaced(t *testing.T) {
 	dbtest.InsertVideo(t, sqlDB, "a")            // id 1 in the new log
 	dbtest.SetStatus(t, sqlDB, "a", "processed") // 2
 
-	for name, s := range map[string]*stream{"videos/*": all, "videos/a": one} {
+	for name, s := range map[string]*openStream{"videos/*": all, "videos/a": one} {
 		ev := s.next(t)
 		if ev.Type != "stream.reset" || !strings.Contains(ev.Data, "log_reset") {
 			t.Fatalf("%s: got %s %s, want stream.reset (log_reset)", name, ev.Type, ev.Data)
@@ -62,7 +62,7 @@ func TestStream_LogReplaced(t *testing.T) {
 	fresh := open(t, p.URL+"/events?topic=videos/b", "")
 	time.Sleep(200 * time.Millisecond) // subscribed
 	dbtest.InsertVideo(t, sqlDB, "b")  // 3
-	for name, s := range map[string]*stream{"videos/*": all, "fresh videos/b": fresh} {
+	for name, s := range map[string]*openStream{"videos/*": all, "fresh videos/b": fresh} {
 		for {
 			ev := s.next(t)
 			if ev.LastEventID == "3" && !ev.env.Snapshot {

@@ -26,16 +26,17 @@ import (
 
 	"pgsse/db"
 	"pgsse/demo"
+	"pgsse/hub"
 	"pgsse/listener"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
-var _ sse.History = (*db.Store)(nil)
+var _ stream.History = (*db.Store)(nil)
 var _ listener.Log = (*db.Store)(nil)
-var _ listener.Sink = (*sse.Hub)(nil)
+var _ listener.Sink = (*hub.Hub)(nil)
 var _ demo.States = (*db.Store)(nil)
 var _ demo.Writer = (*db.Store)(nil)
 

@@ -8,8 +8,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"pgsse/hub"
 	"pgsse/internal/dbtest"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 // TestRoutes_VideoAliasAnyID: a video whose id is outside the topic grammar
@@ -29,11 +30,11 @@ func TestRoutes_VideoAliasAnyID(t *testing.T) {
 // TestRoutes_VideoAliasRefused: an id no topic can carry is refused before
 // streaming, with a 400 naming the id.
 func TestRoutes_VideoAliasRefused(t *testing.T) {
-	hub := sse.NewHub(sse.HubConfig{})
-	hub.Start(0)
+	h := hub.NewHub(hub.HubConfig{})
+	h.Start(0)
 	e := echo.New()
-	e.HTTPErrorHandler = sse.HTTPErrorHandler
-	registerAliases(e, sse.NewHandler(hub, nil, sse.HandlerConfig{}))
+	e.HTTPErrorHandler = stream.HTTPErrorHandler
+	registerAliases(e, stream.NewHandler(h, nil, stream.HandlerConfig{}))
 	rec := httptest.NewRecorder()
 	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/videos/"+strings.Repeat("%C3%A9", 50)+"/events", nil))
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"param":"id"`) {

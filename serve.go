@@ -24,8 +24,9 @@ import (
 	"pgsse/auth"
 	"pgsse/db"
 	"pgsse/demo"
+	"pgsse/hub"
 	"pgsse/listener"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 // readiness is what /readyz reports.
@@ -33,7 +34,7 @@ type readiness struct {
 	migrated, draining atomic.Bool
 	migrationFault     atomic.Pointer[db.Fault]
 	listener           *listener.Listener
-	streams            *sse.Handler
+	streams            *stream.Handler
 }
 
 // fault is the first fault (not an outage) that keeps this replica from
@@ -115,13 +116,13 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgsse_build_info", Help: "Always 1; the version label says which build runs.", ConstLabels: prometheus.Labels{"version": version},
 	}, func() float64 { return 1 }))
-	streamMetrics := sse.NewMetrics(reg)
+	streamMetrics := stream.NewMetrics(reg)
 
-	hub := sse.NewHub(sse.HubConfig{QueueLen: cfg.Queue, Logger: log, Metrics: streamMetrics})
-	lst := listener.New(listener.Config{URL: cfg.ListenDatabaseURL, PollInterval: cfg.PollInterval, Timeout: cfg.DBTimeout, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, hub)
-	streams := sse.NewHandler(hub, store, sse.HandlerConfig{
+	fanOut := hub.NewHub(hub.HubConfig{QueueLen: cfg.Queue, Logger: log, Evictions: streamMetrics.Evictions})
+	lst := listener.New(listener.Config{URL: cfg.ListenDatabaseURL, PollInterval: cfg.PollInterval, Timeout: cfg.DBTimeout, Logger: log, Metrics: listener.NewMetrics(reg)}, logStore, fanOut)
+	streams := stream.NewHandler(fanOut, store, stream.HandlerConfig{
 		Authorizer: authorizer,
-		Limits: sse.Limits{
+		Limits: stream.Limits{
 			MaxStreams:   cfg.MaxStreams,
 			PerIP:        cfg.MaxPerIP,
 			PerSubject:   cfg.MaxPerSubject,
@@ -158,7 +159,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		servers = append(servers, newServer(admin, cfg))
 	}
-	servers[0].RegisterOnShutdown(hub.Close) // Shutdown does not end streams by itself
+	servers[0].RegisterOnShutdown(fanOut.Close) // Shutdown does not end streams by itself
 
 	var listeners []net.Listener
 	mainConns, adminConns := connectionLimits()
@@ -207,7 +208,7 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 		for _, srv := range servers {
 			_ = srv.Close()
 		}
-		hub.Close()
+		fanOut.Close()
 		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		_ = streams.Close(closeCtx)
@@ -216,12 +217,12 @@ func serve(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 	// SIGTERM: fail readiness, close streams spread over the drain window, then
 	// stop. A second signal cuts the drain short.
-	log.Info().Dur("drain_ms", cfg.Drain).Int("streams", hub.Len()).Msg("draining")
+	log.Info().Dur("drain_ms", cfg.Drain).Int("streams", fanOut.Len()).Msg("draining")
 	ready.draining.Store(true)
 	stopSignals()
 	again, stopAgain := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopAgain()
-	hub.Drain(again.Done(), cfg.Drain)
+	fanOut.Drain(again.Done(), cfg.Drain)
 
 	// Whatever the database does, the process is gone shutdownGrace after the
 	// drain: work stuck on a stalled connection is not waited for past it.
@@ -255,7 +256,7 @@ const shutdownGrace = 5 * time.Second
 func newRouter(cfg config, ready *readiness) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = sse.HTTPErrorHandler
+	e.HTTPErrorHandler = stream.HTTPErrorHandler
 	// The client address, for limits and logs: the peer's, or from
 	// X-Forwarded-For only when the peer is a trusted proxy.
 	e.IPExtractor = echo.ExtractIPDirect()
@@ -339,11 +340,11 @@ func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog
 	return migrateWithRetry(ctx, migrations, log, ready.migrationFault.Store)
 }
 
-var _ sse.Authorizer = (*auth.Verifier)(nil)
+var _ stream.Authorizer = (*auth.Verifier)(nil)
 
 // newAuthorizer returns the JWT verifier (as the authorizer and, for its key
 // reloading, itself), or nothing at all with PGSSE_AUTH_MODE=none.
-func newAuthorizer(cfg config, log zerolog.Logger) (sse.Authorizer, *auth.Verifier, error) {
+func newAuthorizer(cfg config, log zerolog.Logger) (stream.Authorizer, *auth.Verifier, error) {
 	if cfg.AuthMode == "none" {
 		log.Warn().Msg("PGSSE_AUTH_MODE=none: anyone who can reach pgsse can watch every video. Local development only; never in production")
 		return nil, nil, nil

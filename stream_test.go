@@ -41,7 +41,7 @@ func TestStream_Routing(t *testing.T) {
 	sb.next(t) // b's snapshot
 
 	dbtest.SetStatus(t, sqlDB, "a", "processed")
-	for _, s := range []*stream{sa, sw} {
+	for _, s := range []*openStream{sa, sw} {
 		ev := s.next(t)
 		status, prev := ev.status()
 		if ev.env.Snapshot || ev.env.Topic != "videos/a" || status != "processed" || prev != "pending" || ev.LastEventID != fmt.Sprint(ev.env.ID) {
@@ -257,7 +257,7 @@ func TestStream_DatabaseDown(t *testing.T) {
 		t.Fatalf("stream opened during the outage got %+v first, want its snapshot", snap)
 	}
 	dbtest.SetStatus(t, sqlDB, "a", "processed")
-	for _, s := range []*stream{before, during} {
+	for _, s := range []*openStream{before, during} {
 		if status, _ := s.next(t).status(); status != "processed" {
 			t.Errorf("after the outage got status %q, want processed", status)
 		}

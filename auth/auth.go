@@ -22,7 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"pgsse/event"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 // MaxTokenLen bounds a token's size in bytes.
@@ -124,24 +124,24 @@ func (v *Verifier) Run(ctx context.Context) error {
 }
 
 // Authorize authenticates r and checks that its token grants every topic. The
-// error is an *sse.RequestError: 401 when the token is missing or invalid, 403
+// error is an *stream.RequestError: 401 when the token is missing or invalid, 403
 // when it does not grant a topic (the body names those topics).
-func (v *Verifier) Authorize(r *http.Request, topics []string) (sse.Access, error) {
+func (v *Verifier) Authorize(r *http.Request, topics []string) (stream.Access, error) {
 	raw, param, rerr := v.token(r)
 	if rerr != nil {
-		return sse.Access{}, rerr
+		return stream.Access{}, rerr
 	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(raw, claims, v.key); err != nil {
-		return sse.Access{}, unauthorized(param, "invalid token: "+reason(err))
+		return stream.Access{}, unauthorized(param, "invalid token: "+reason(err))
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil || !exp.After(time.Now()) {
-		return sse.Access{}, unauthorized(param, "invalid token: token has expired")
+		return stream.Access{}, unauthorized(param, "invalid token: token has expired")
 	}
 	grants, err := v.grants(claims)
 	if err != nil {
-		return sse.Access{}, unauthorized(param, "invalid token: "+err.Error())
+		return stream.Access{}, unauthorized(param, "invalid token: "+err.Error())
 	}
 	var denied []string
 	for _, t := range topics {
@@ -150,11 +150,11 @@ func (v *Verifier) Authorize(r *http.Request, topics []string) (sse.Access, erro
 		}
 	}
 	if len(denied) > 0 {
-		return sse.Access{}, &sse.RequestError{Status: http.StatusForbidden, Param: "topic", Topics: denied,
+		return stream.Access{}, &stream.RequestError{Status: http.StatusForbidden, Param: "topic", Topics: denied,
 			Reason: fmt.Sprintf("the token does not grant %s; its %s claim must list them or a pattern covering them", strings.Join(denied, ", "), v.cfg.TopicsClaim)}
 	}
 	sub, _ := claims.GetSubject()
-	return sse.Access{Subject: sub, Expires: exp.Time}, nil
+	return stream.Access{Subject: sub, Expires: exp.Time}, nil
 }
 
 // token finds the request's token: the header, then the cookie, then the query.
@@ -237,8 +237,8 @@ func covers(grants []event.Topic, topic string) bool {
 	return false
 }
 
-func unauthorized(param, reason string) *sse.RequestError {
-	return &sse.RequestError{Status: http.StatusUnauthorized, Param: param, Reason: reason}
+func unauthorized(param, reason string) *stream.RequestError {
+	return &stream.RequestError{Status: http.StatusUnauthorized, Param: param, Reason: reason}
 }
 
 // reason says what is wrong with a token without quoting it.

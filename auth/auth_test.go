@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"pgsse/event"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 func TestMain(m *testing.M) {
@@ -54,14 +54,14 @@ func token(t *testing.T, m jwt.SigningMethod, key any, topics ...string) string 
 	return s
 }
 
-func authorize(v *Verifier, tok string, topics ...string) (sse.Access, error) {
+func authorize(v *Verifier, tok string, topics ...string) (stream.Access, error) {
 	r := httptest.NewRequest(http.MethodGet, "/events", nil)
 	r.Header.Set("Authorization", "Bearer "+tok)
 	return v.Authorize(r, topics)
 }
 
 func status(err error) int {
-	var re *sse.RequestError
+	var re *stream.RequestError
 	if errors.As(err, &re) {
 		return re.Status
 	}

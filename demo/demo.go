@@ -16,7 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"pgsse/db"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 //go:embed static
@@ -34,7 +34,7 @@ const pageVideos = 50
 
 // Register mounts the page at / and its state at /demo/state. The state lists
 // every video, so with an authorizer it needs a token granting videos/*.
-func Register(e *echo.Echo, states States, authorizer sse.Authorizer) {
+func Register(e *echo.Echo, states States, authorizer stream.Authorizer) {
 	files, _ := fs.Sub(static, "static")
 	assets := http.FileServer(http.FS(files))
 	e.GET("/", echo.WrapHandler(assets))

@@ -1,3 +1,5 @@
+// Package sse is the Server-Sent Events wire format: messages, their fields,
+// and the frame an event is encoded into once for every stream that sends it.
 package sse
 
 import (
@@ -8,9 +10,9 @@ import (
 	"time"
 )
 
-// ErrInvalidField is returned for an event name that the wire format cannot
+// errInvalidField is returned for an event name that the wire format cannot
 // carry: empty, or containing CR, LF or NUL.
-var ErrInvalidField = errors.New("sse: id and event name must be non-empty and free of CR, LF and NUL")
+var errInvalidField = errors.New("sse: id and event name must be non-empty and free of CR, LF and NUL")
 
 // EventID is a valid value for an event's id: field. The zero EventID means "no id
 // line", which leaves the client's resume position where it was.
@@ -23,17 +25,20 @@ func IntID(n int64) EventID { return EventID{strconv.FormatInt(n, 10)} }
 // no event line (the client sees a "message" event).
 type EventType struct{ s string }
 
-// NewEventType validates s as an event name.
-func NewEventType(s string) (EventType, error) {
+// newEventType validates s as an event name.
+func newEventType(s string) (EventType, error) {
 	if !validField(s) {
-		return EventType{}, ErrInvalidField
+		return EventType{}, errInvalidField
 	}
 	return EventType{s}, nil
 }
 
-// MustEventType is NewEventType for names known at compile time.
+// String returns the event name.
+func (t EventType) String() string { return t.s }
+
+// MustEventType is newEventType for names known at compile time.
 func MustEventType(s string) EventType {
-	t, err := NewEventType(s)
+	t, err := newEventType(s)
 	if err != nil {
 		panic(err)
 	}
@@ -94,6 +99,6 @@ func appendData(b, data []byte) []byte {
 	}
 }
 
-// heartbeat is a comment frame: it keeps proxies from timing the stream out and
+// Heartbeat is a comment frame: it keeps proxies from timing the stream out and
 // lets the server notice a dead peer; clients ignore it.
-var heartbeat = []byte(": ping\n\n")
+var Heartbeat = []byte(": ping\n\n")

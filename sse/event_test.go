@@ -7,6 +7,8 @@ import (
 	"time"
 
 	gosse "github.com/tmaxmax/go-sse"
+
+	"pgsse/event"
 )
 
 func TestMessage_AppendTo(t *testing.T) {
@@ -38,12 +40,12 @@ func TestMessage_AppendTo(t *testing.T) {
 
 func TestNewEventType(t *testing.T) {
 	for _, bad := range []string{"", "1\n2", "1\r", "a\x00b"} {
-		if _, err := NewEventType(bad); err == nil {
-			t.Errorf("NewEventType(%q) accepted", bad)
+		if _, err := newEventType(bad); err == nil {
+			t.Errorf("newEventType(%q) accepted", bad)
 		}
 	}
-	if typ, err := NewEventType("video.status"); err != nil || typ != MustEventType("video.status") {
-		t.Errorf("NewEventType(video.status) = %v, %v", typ, err)
+	if typ, err := newEventType("video.status"); err != nil || typ != MustEventType("video.status") {
+		t.Errorf("newEventType(video.status) = %v, %v", typ, err)
 	}
 }
 
@@ -58,7 +60,7 @@ func FuzzMessage_AppendTo(f *testing.F) {
 		if id < 0 {
 			id = -id
 		}
-		et, err := NewEventType(typ)
+		et, err := newEventType(typ)
 		if err != nil {
 			t.Skip()
 		}
@@ -80,3 +82,36 @@ func FuzzMessage_AppendTo(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkMessage_AppendTo(b *testing.B) {
+	data := []byte(`{"id":42,"kind":"video.status","topic":"videos/abc123","time":"2026-12-01T19:03:58.976573Z","data":{"video_id":"abc123","status":"processed","previous_status":"pending"}}`)
+	m := Message{ID: IntID(42), Type: MustEventType("video.status"), Data: data}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		buf = m.AppendTo(buf[:0])
+	}
+}
+
+func TestMessage_AppendToAllocs(t *testing.T) {
+	m := Message{ID: IntID(42), Type: MustEventType("video.status"), Data: []byte("line one\nline two")}
+	buf := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(100, func() { buf = m.AppendTo(buf[:0]) }); n != 0 {
+		t.Errorf("AppendTo into a large enough buffer allocates %v times", n)
+	}
+}
+
+func BenchmarkEncodeEvent(b *testing.B) {
+	ev := event.Event{ID: 42, Kind: event.KindVideoStatus, Topic: "videos/abc123", Time: time.Unix(0, 0),
+		Data: &event.VideoStatus{VideoID: "abc123", Status: "processed"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Encode(&ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHub_Backlog: a resume served from memory, scanning a full history
+// for one subscriber's topic.

@@ -1,4 +1,4 @@
-package sse_test
+package stream_test
 
 import (
 	"bufio"
@@ -18,31 +18,32 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"pgsse/event"
-	"pgsse/sse"
+	"pgsse/hub"
+	"pgsse/stream"
 )
 
 // takeoverServer is a hub and a handler, with metrics, behind a test server.
 type takeoverServer struct {
-	hub     *sse.Hub
-	metrics *sse.Metrics
+	hub     *hub.Hub
+	metrics *stream.Metrics
 	srv     *httptest.Server
 }
 
 // serveTakeover starts a hub at 0 and a handler without history; tlsH2 serves
 // HTTP/2 over TLS instead of plain HTTP/1.1.
-func serveTakeover(t *testing.T, hubCfg sse.HubConfig, cfg sse.HandlerConfig, tlsH2 bool) *takeoverServer {
+func serveTakeover(t *testing.T, hubCfg hub.HubConfig, cfg stream.HandlerConfig, tlsH2 bool) *takeoverServer {
 	t.Helper()
 	return serveTakeoverWith(t, hubCfg, cfg, tlsH2, noHistory{}, 0)
 }
 
 // serveTakeoverWith is serveTakeover over history, the hub started at cursor.
-func serveTakeoverWith(t *testing.T, hubCfg sse.HubConfig, cfg sse.HandlerConfig, tlsH2 bool, history sse.History, cursor int64) *takeoverServer {
+func serveTakeoverWith(t *testing.T, hubCfg hub.HubConfig, cfg stream.HandlerConfig, tlsH2 bool, history stream.History, cursor int64) *takeoverServer {
 	t.Helper()
-	s := &takeoverServer{hub: sse.NewHub(hubCfg), metrics: sse.NewMetrics(prometheus.NewRegistry())}
+	s := &takeoverServer{hub: hub.NewHub(hubCfg), metrics: stream.NewMetrics(prometheus.NewRegistry())}
 	s.hub.Start(cursor)
 	cfg.Metrics = s.metrics
 	e := echo.New()
-	h := sse.NewHandler(s.hub, history, cfg)
+	h := stream.NewHandler(s.hub, history, cfg)
 	h.Register(e)
 	s.srv = httptest.NewUnstartedServer(e)
 	if tlsH2 {
@@ -76,13 +77,13 @@ func (noHistory) Snapshot(context.Context, []string) (int64, []event.Event, erro
 }
 
 // closed returns how many streams ended for reason.
-func (s *takeoverServer) closed(reason sse.EndReason) float64 {
+func (s *takeoverServer) closed(reason stream.EndReason) float64 {
 	return testutil.ToFloat64(s.metrics.StreamsClosed.WithLabelValues(string(reason)))
 }
 
 // waitClosed waits up to 5 s for one stream to have ended for reason and
 // none to be open.
-func (s *takeoverServer) waitClosed(t *testing.T, reason sse.EndReason) {
+func (s *takeoverServer) waitClosed(t *testing.T, reason stream.EndReason) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if s.closed(reason) == 1 && testutil.ToFloat64(s.metrics.StreamsOpen) == 0 && s.hub.Len() == 0 {
@@ -115,6 +116,16 @@ func (s *takeoverServer) rawStream(t *testing.T, target, proto string) (net.Conn
 			return conn, r, head.String()
 		}
 	}
+}
+
+// live opens a stream on videos/a and returns once it is live (and parked):
+// its first event read.
+func (s *takeoverServer) live(t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, r, _ := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.1")
+	s.publish(1, 1)
+	readUntil(t, conn, r, "id: 1")
+	return conn, r
 }
 
 // publish publishes status events from..through of video a.
@@ -159,7 +170,7 @@ func expectEOF(t *testing.T, conn net.Conn, r *bufio.Reader) string {
 // body delimited by the connection's end: no chunked framing, Connection:
 // close, the stream's headers, and events as written.
 func TestTakeover_Response(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{}, false)
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{}, false)
 	conn, r, head := s.rawStream(t, "/events?topic=videos/*", "HTTP/1.1")
 	for _, want := range []string{"HTTP/1.1 200 OK\r\n", "\r\nContent-Type: text/event-stream\r\n", "\r\nConnection: close\r\n", "\r\nCache-Control: no-cache\r\n"} {
 		if !strings.Contains(head, want) {
@@ -179,13 +190,13 @@ func TestTakeover_Response(t *testing.T) {
 	if rest := expectEOF(t, conn, r); rest != "" && !strings.HasPrefix(rest, "\n") && !strings.HasPrefix(rest, "event:") {
 		t.Logf("after the last event: %q", rest)
 	}
-	s.waitClosed(t, sse.EndShutdown)
+	s.waitClosed(t, stream.EndShutdown)
 }
 
 // TestTakeover_HTTP10: a proxy speaking HTTP/1.0 gets an HTTP/1.0 answer,
 // the events, and the end of the stream as the connection's close.
 func TestTakeover_HTTP10(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{}, false)
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{}, false)
 	conn, r, head := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.0")
 	if !strings.HasPrefix(head, "HTTP/1.0 200 OK\r\n") || strings.Contains(strings.ToLower(head), "chunked") {
 		t.Fatalf("response head:\n%s", head)
@@ -194,18 +205,16 @@ func TestTakeover_HTTP10(t *testing.T) {
 	readUntil(t, conn, r, "id: 2")
 	s.hub.Close()
 	expectEOF(t, conn, r)
-	s.waitClosed(t, sse.EndShutdown)
+	s.waitClosed(t, stream.EndShutdown)
 }
 
 // TestTakeover_ClientCloses: a parked stream whose client closes is ended and
 // counted at once, long before a heartbeat would have found out.
 func TestTakeover_ClientCloses(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{Heartbeat: 50 * time.Second}, false)
-	conn, r, _ := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.1")
-	s.publish(1, 1)
-	readUntil(t, conn, r, "id: 1") // live, and parked
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{Heartbeat: 50 * time.Second}, false)
+	conn, _ := s.live(t) // live, and parked
 	conn.Close()
-	s.waitClosed(t, sse.EndClientGone)
+	s.waitClosed(t, stream.EndClientGone)
 }
 
 // TestTakeover_SlowClientEvicted: a client that stops reading is dropped
@@ -214,7 +223,7 @@ func TestTakeover_ClientCloses(t *testing.T) {
 // (each used to wait out the timeout again, three times over).
 func TestTakeover_SlowClientEvicted(t *testing.T) {
 	const writeTimeout = time.Second
-	s := serveTakeover(t, sse.HubConfig{QueueLen: 64}, sse.HandlerConfig{WriteTimeout: writeTimeout, Heartbeat: 50 * time.Second}, false)
+	s := serveTakeover(t, hub.HubConfig{QueueLen: 64}, stream.HandlerConfig{WriteTimeout: writeTimeout, Heartbeat: 50 * time.Second}, false)
 	conn, r, _ := s.rawStream(t, "/events?topic=videos/*", "HTTP/1.1")
 	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 	s.publish(1, 1)
@@ -241,7 +250,7 @@ func TestTakeover_SlowClientEvicted(t *testing.T) {
 	}()
 	defer func() { close(stop); <-published }()
 	stopped := time.Now()
-	s.waitClosed(t, sse.EndWriteFailed)
+	s.waitClosed(t, stream.EndWriteFailed)
 	if took := time.Since(stopped); took > 5*writeTimeout {
 		t.Errorf("dropped %v after the client stopped reading, want about the write timeout (%v)", took, writeTimeout)
 	}
@@ -250,43 +259,37 @@ func TestTakeover_SlowClientEvicted(t *testing.T) {
 // TestTakeover_Drain: draining ends a parked stream with a fresh retry delay,
 // then the connection's close.
 func TestTakeover_Drain(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{}, false)
-	conn, r, _ := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.1")
-	s.publish(1, 1)
-	readUntil(t, conn, r, "id: 1")
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{}, false)
+	conn, r := s.live(t)
 	s.hub.Drain(nil, 0)
 	if rest := expectEOF(t, conn, r); !strings.Contains(rest, "retry: ") {
 		t.Errorf("after the drain: %q, want a retry field then the end", rest)
 	}
-	s.waitClosed(t, sse.EndDraining)
+	s.waitClosed(t, stream.EndDraining)
 }
 
 // expiring grants every stream until a fixed time.
 type expiring time.Time
 
-func (e expiring) Authorize(*http.Request, []string) (sse.Access, error) {
-	return sse.Access{Subject: "s", Expires: time.Time(e)}, nil
+func (e expiring) Authorize(*http.Request, []string) (stream.Access, error) {
+	return stream.Access{Subject: "s", Expires: time.Time(e)}, nil
 }
 
 // TestTakeover_AuthExpired: a parked stream gets auth.expired at its token's
 // expiry, then the end.
 func TestTakeover_AuthExpired(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{Authorizer: expiring(time.Now().Add(500 * time.Millisecond)), Heartbeat: 50 * time.Second}, false)
-	conn, r, _ := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.1")
-	s.publish(1, 1)
-	readUntil(t, conn, r, "id: 1")
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{Authorizer: expiring(time.Now().Add(500 * time.Millisecond)), Heartbeat: 50 * time.Second}, false)
+	conn, r := s.live(t)
 	readUntil(t, conn, r, "event: auth.expired")
 	expectEOF(t, conn, r)
-	s.waitClosed(t, sse.EndAuthExpired)
+	s.waitClosed(t, stream.EndAuthExpired)
 }
 
 // TestTakeover_Heartbeats: a parked, idle stream still gets its heartbeats
 // (from the wheel).
 func TestTakeover_Heartbeats(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{Heartbeat: 50 * time.Millisecond}, false)
-	conn, r, _ := s.rawStream(t, "/events?topic=videos/a", "HTTP/1.1")
-	s.publish(1, 1)
-	readUntil(t, conn, r, "id: 1")
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{Heartbeat: 50 * time.Millisecond}, false)
+	conn, r := s.live(t)
 	for range 3 {
 		readUntil(t, conn, r, ": ping")
 	}
@@ -295,7 +298,7 @@ func TestTakeover_Heartbeats(t *testing.T) {
 // TestTakeover_BurstCaughtUp: parked streams whose queue overflows in a burst
 // get every event once, in order, over the same connection.
 func TestTakeover_BurstCaughtUp(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{QueueLen: 16}, sse.HandlerConfig{}, false)
+	s := serveTakeover(t, hub.HubConfig{QueueLen: 16}, stream.HandlerConfig{}, false)
 	const streams, events = 10, 3000
 	type client struct {
 		conn net.Conn
@@ -335,7 +338,7 @@ func TestTakeover_BurstCaughtUp(t *testing.T) {
 // TestTakeover_HTTP2PlainPath: HTTP/2 (TLS straight to pgsse) keeps net/http's
 // path, and streams as before.
 func TestTakeover_HTTP2PlainPath(t *testing.T) {
-	s := serveTakeover(t, sse.HubConfig{}, sse.HandlerConfig{}, true)
+	s := serveTakeover(t, hub.HubConfig{}, stream.HandlerConfig{}, true)
 	client := s.srv.Client()
 	client.Transport.(*http.Transport).TLSClientConfig.NextProtos = []string{"h2"}
 	client.Transport.(*http.Transport).ForceAttemptHTTP2 = true
@@ -360,5 +363,5 @@ func TestTakeover_HTTP2PlainPath(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	s.waitClosed(t, sse.EndClientGone)
+	s.waitClosed(t, stream.EndClientGone)
 }

@@ -1,12 +1,11 @@
-// Package sse streams events to clients as Server-Sent Events: the fan-out hub,
-// the wire encoding and the Echo handler.
+// Package hub fans events out to subscribers by topic.
 //
 // The hub is fed events in id order by one publisher (the listener). Each event
 // is encoded once; the same bytes go to every subscriber of its topic through
 // that subscriber's bounded queue. A subscriber whose queue is full is ended, not
 // waited for: its client resumes from its Last-Event-ID and loses nothing, since
 // the handler replays what it missed from the hub's recent history or the log.
-package sse
+package hub
 
 import (
 	"errors"
@@ -15,13 +14,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"pgsse/event"
+	"pgsse/internal/ring"
+	"pgsse/sse"
 )
 
-// ErrHubClosed is returned by Subscribe once the hub is draining or closed.
-var ErrHubClosed = errors.New("sse: hub closed")
+// errHubClosed is returned by Subscribe once the hub is draining or closed.
+var errHubClosed = errors.New("sse: hub closed")
 
 // HubConfig tunes a Hub.
 type HubConfig struct {
@@ -32,7 +34,8 @@ type HubConfig struct {
 	HistoryLen   int
 	HistoryBytes int
 	Logger       zerolog.Logger
-	Metrics      *Metrics // nil: kept, not exported
+	// Evictions counts subscribers whose queue overflowed; nil: not counted.
+	Evictions prometheus.Counter
 }
 
 // Hub fans events out to subscribers by topic. It is safe for concurrent use.
@@ -62,8 +65,8 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.HistoryBytes <= 0 {
 		cfg.HistoryBytes = 16 << 20
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
+	if cfg.Evictions == nil {
+		cfg.Evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
 	}
 	return &Hub{
 		cfg:      cfg,
@@ -119,9 +122,9 @@ func (h *Hub) Reset(cursor int64) {
 // Publish hands the hub events in id order, each with an id above the last.
 // It never blocks on a subscriber.
 func (h *Hub) Publish(events []event.Event) {
-	frames := make([]*frame, 0, len(events))
+	frames := make([]*sse.Frame, 0, len(events))
 	for i := range events {
-		f, err := encodeEvent(&events[i])
+		f, err := sse.Encode(&events[i])
 		if err != nil {
 			h.cfg.Logger.Error().Err(err).Int64("event_id", events[i].ID).Msg("encode event; skipped")
 			continue
@@ -132,14 +135,14 @@ func (h *Hub) Publish(events []event.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, f := range frames {
-		if f.id <= h.cursor {
+		if f.ID <= h.cursor {
 			continue // already delivered; publishers restart from an older cursor after errors
 		}
-		h.cursor = f.id
+		h.cursor = f.ID
 		h.history.push(f)
-		h.deliver(h.exact[f.topic], f)
-		for i := strings.IndexByte(f.topic, '/'); i >= 0; i = nextSlash(f.topic, i) {
-			h.deliver(h.prefixed[f.topic[:i+1]], f)
+		h.deliver(h.exact[f.Topic], f)
+		for i := strings.IndexByte(f.Topic, '/'); i >= 0; i = nextSlash(f.Topic, i) {
+			h.deliver(h.prefixed[f.Topic[:i+1]], f)
 		}
 	}
 }
@@ -153,18 +156,18 @@ func nextSlash(s string, i int) int {
 }
 
 // deliver queues f for each of subs; h.mu is held.
-func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *frame) {
+func (h *Hub) deliver(subs map[*Subscriber]struct{}, f *sse.Frame) {
 	for s := range subs {
-		if f.id <= s.queued {
+		if f.ID <= s.queued {
 			continue // matched by another of its topics already
 		}
 		ok, first := s.queue.push(f)
 		if !ok {
-			h.cfg.Metrics.Evictions.Inc()
+			h.cfg.Evictions.Inc()
 			h.end(s, EndOverflow)
 			continue
 		}
-		s.queued = f.id
+		s.queued = f.ID
 		if first && s.wake != nil {
 			s.wake()
 		}
@@ -181,7 +184,7 @@ func (h *Hub) Subscribe(topics []event.Topic, wake func()) (*Subscriber, error) 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, ErrHubClosed
+		return nil, errHubClosed
 	}
 	select {
 	case <-h.started:
@@ -257,7 +260,7 @@ func (h *Hub) Settled(s *Subscriber) (position int64, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s.queue.mu.Lock()
-	empty := s.queue.frames.len() == 0
+	empty := s.queue.frames.Len() == 0
 	s.queue.mu.Unlock()
 	return h.cursor, empty
 }
@@ -265,14 +268,14 @@ func (h *Hub) Settled(s *Subscriber) (position int64, ok bool) {
 // Backlog returns the frames of s's topics with ids in (after, s.Cursor] from
 // the hub's recent history, in order; ok is false when that history no longer
 // reaches back to after and the caller must read the log instead.
-func (h *Hub) Backlog(s *Subscriber, after int64) (frames []*frame, ok bool) {
+func (h *Hub) Backlog(s *Subscriber, after int64) (frames []*sse.Frame, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if after < h.history.from {
 		return nil, false
 	}
-	h.history.each(func(f *frame) {
-		if f.id > after && f.id <= s.Cursor && s.matches(f.topic) {
+	h.history.each(func(f *sse.Frame) {
+		if f.ID > after && f.ID <= s.Cursor && s.matches(f.Topic) {
 			frames = append(frames, f)
 		}
 	})
@@ -330,7 +333,7 @@ func (h *Hub) Close() {
 // history is the most recent frames, bounded by count and bytes. Every event
 // with an id above from is in it.
 type history struct {
-	frames   ring[*frame]
+	frames   ring.Ring[*sse.Frame]
 	bytes    int
 	maxBytes int
 	from     int64
@@ -339,25 +342,25 @@ type history struct {
 // newHistory returns an empty history, bounded as cfg says, whose events all
 // have ids above from.
 func newHistory(cfg HubConfig, from int64) history {
-	return history{frames: newRing[*frame](cfg.HistoryLen), maxBytes: cfg.HistoryBytes, from: from}
+	return history{frames: ring.New[*sse.Frame](cfg.HistoryLen), maxBytes: cfg.HistoryBytes, from: from}
 }
 
-func (r *history) push(f *frame) {
-	for r.frames.len() > 0 && (r.frames.full() || r.bytes+len(f.wire) > r.maxBytes) {
-		old := r.frames.pop()
-		r.bytes -= len(old.wire)
-		r.from = old.id
+func (r *history) push(f *sse.Frame) {
+	for r.frames.Len() > 0 && (r.frames.Full() || r.bytes+len(f.Wire) > r.maxBytes) {
+		old := r.frames.Pop()
+		r.bytes -= len(old.Wire)
+		r.from = old.ID
 	}
-	if len(f.wire) > r.maxBytes {
-		r.from = f.id // too big to keep; resumes before it read the log
+	if len(f.Wire) > r.maxBytes {
+		r.from = f.ID // too big to keep; resumes before it read the log
 		return
 	}
-	r.frames.push(f)
-	r.bytes += len(f.wire)
+	r.frames.Push(f)
+	r.bytes += len(f.Wire)
 }
 
-func (r *history) each(fn func(*frame)) {
-	for i := 0; i < r.frames.len(); i++ {
-		fn(r.frames.at(i))
+func (r *history) each(fn func(*sse.Frame)) {
+	for i := 0; i < r.frames.Len(); i++ {
+		fn(r.frames.At(i))
 	}
 }

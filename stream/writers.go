@@ -1,9 +1,12 @@
-package sse
+package stream
 
 import (
 	"math"
 	"sync"
 	"time"
+
+	"pgsse/internal/ring"
+	"pgsse/sse"
 )
 
 // writers write the live frames of parked streams: a stream taken over from
@@ -21,7 +24,7 @@ type writers struct {
 
 	mu     sync.Mutex
 	cond   sync.Cond
-	ready  ring[*stream] // streams to serve; each at most once, so bounded by the open streams
+	ready  ring.Ring[*stream] // streams to serve; each at most once, so bounded by the open streams
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -31,7 +34,7 @@ func newWriters(n int, heartbeat time.Duration) (*writers, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &writers{heartbeat: heartbeat, wheel: newWheel(heartbeat), watch: watch, ready: newRing[*stream](math.MaxInt)}
+	p := &writers{heartbeat: heartbeat, wheel: newWheel(heartbeat), watch: watch, ready: ring.New[*stream](math.MaxInt)}
 	p.cond.L = &p.mu
 	for range n {
 		p.wg.Add(1)
@@ -43,7 +46,7 @@ func newWriters(n int, heartbeat time.Duration) (*writers, error) {
 // schedule hands st to a writer.
 func (p *writers) schedule(st *stream) {
 	p.mu.Lock()
-	p.ready.push(st)
+	p.ready.Push(st)
 	p.mu.Unlock()
 	p.cond.Signal()
 }
@@ -53,14 +56,14 @@ func (p *writers) run() {
 	w := &writer{vw: newVectorWriter()}
 	for {
 		p.mu.Lock()
-		for p.ready.len() == 0 && !p.closed {
+		for p.ready.Len() == 0 && !p.closed {
 			p.cond.Wait()
 		}
-		if p.ready.len() == 0 {
+		if p.ready.Len() == 0 {
 			p.mu.Unlock()
 			return
 		}
-		st := p.ready.pop()
+		st := p.ready.Pop()
 		p.mu.Unlock()
 		w.serve(st)
 	}
@@ -82,7 +85,7 @@ func (p *writers) close() {
 // allocates nothing.
 type writer struct {
 	vw     *vectorWriter
-	frames []*frame
+	frames []*sse.Frame
 	bufs   [][]byte
 }
 
@@ -115,13 +118,13 @@ func (w *writer) write(st *stream) bool {
 		return false
 	}
 	select {
-	case <-st.sub.queue.ready: // taken below
+	case <-st.sub.Ready(): // taken below
 	default:
 	}
-	w.frames = st.sub.queue.take(w.frames[:0])
+	w.frames = st.sub.Take(w.frames[:0])
 	for _, f := range w.frames {
 		if st.accept(f) {
-			w.bufs = append(w.bufs, f.wire)
+			w.bufs = append(w.bufs, f.Wire)
 		}
 	}
 	clear(w.frames)

@@ -1,4 +1,4 @@
-package sse
+package stream
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 
 	"pgsse/db"
 	"pgsse/event"
+	"pgsse/hub"
+	"pgsse/sse"
 )
 
 // maxBatchBytes bounds how much of a subscriber's queue is coalesced into one
@@ -19,9 +21,9 @@ import (
 const maxBatchBytes = 64 << 10
 
 var (
-	kindReset    = MustEventType("stream.reset")
-	kindPosition = MustEventType("stream.position")
-	kindExpired  = MustEventType("auth.expired")
+	kindReset    = sse.MustEventType("stream.reset")
+	kindPosition = sse.MustEventType("stream.position")
+	kindExpired  = sse.MustEventType("auth.expired")
 	errEnded     = errors.New("stream ended")
 )
 
@@ -46,14 +48,14 @@ type stream struct {
 	lastWrite time.Time // when the last write finished
 	deadline  time.Time // the connection's write deadline
 
-	sub    *Subscriber
+	sub    *hub.Subscriber
 	last   int64     // highest id written or skipped past; later frames at or below it are dropped
 	held   int64     // the last id the client holds (sent in an id: line); -1: none
 	isLive bool      // past begin: last may follow the hub while idle
 	sent   int       // events written
 	reason EndReason // why the stream is ending, once a step returns errEnded
 	buf    []byte
-	frames []*frame // taken from the queue, reused
+	frames []*sse.Frame // taken from the queue, reused
 
 	caughtUpFrom int64 // position of the last catch-up; -1: none
 	stalls       int   // catch-ups in a row that ended in another overflow without progress
@@ -125,7 +127,7 @@ func (st *stream) finish(reason EndReason) {
 
 func (st *stream) steps() error {
 	// A taken-over stream's buffer holds the response head: one write for both.
-	if err := st.queue((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil)); err != nil {
+	if err := st.queue((&sse.Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil)); err != nil {
 		return err
 	}
 	if err := st.flushBuf(); err != nil {
@@ -290,20 +292,20 @@ func (st *stream) sendPosition() error {
 // positionMessage is the stream.position event for position.
 func positionMessage(position int64) []byte {
 	data, _ := json.Marshal(map[string]any{
-		"kind": kindPosition.s,
+		"kind": kindPosition.String(),
 		"data": map[string]any{"last_event_id": position},
 	})
-	return (&Message{ID: IntID(position), Type: kindPosition, Data: data}).AppendTo(nil)
+	return (&sse.Message{ID: sse.IntID(position), Type: kindPosition, Data: data}).AppendTo(nil)
 }
 
 // authExpired tells the client its token has expired, then ends the stream: a
 // revoked grant does not outlive the token that carried it.
 func (st *stream) authExpired() error {
 	data, _ := json.Marshal(map[string]any{
-		"kind": kindExpired.s,
+		"kind": kindExpired.String(),
 		"data": map[string]any{"reason": "token expired; reconnect with a fresh token"},
 	})
-	_ = st.send((&Message{Type: kindExpired, Data: data}).AppendTo(nil))
+	_ = st.send((&sse.Message{Type: kindExpired, Data: data}).AppendTo(nil))
 	return st.end(EndAuthExpired)
 }
 
@@ -311,11 +313,11 @@ func (st *stream) authExpired() error {
 // snapshots.
 func (st *stream) reset(why string, position int64) error {
 	data, _ := json.Marshal(map[string]any{
-		"kind": kindReset.s,
+		"kind": kindReset.String(),
 		"data": map[string]any{"reason": why, "last_event_id": position},
 	})
 	st.logger().Info().Str("why", why).Int64("last_event_id", position).Msg("stream reset")
-	if err := st.send((&Message{Type: kindReset, Data: data}).AppendTo(nil)); err != nil {
+	if err := st.send((&sse.Message{Type: kindReset, Data: data}).AppendTo(nil)); err != nil {
 		return err
 	}
 	return st.snapshot()
@@ -408,15 +410,15 @@ func (st *stream) replayLog() error {
 // events is never held encoded all at once.
 func (st *stream) sendEvents(events []event.Event) error {
 	for i := range events {
-		f, err := encodeEvent(&events[i])
+		f, err := sse.Encode(&events[i])
 		if err != nil {
 			st.logger().Error().Err(err).Msg("encode event; skipped")
 			continue
 		}
 		st.sent++
 		st.h.cfg.Metrics.Delivered.Inc()
-		st.held = max(st.held, f.id)
-		if err := st.queue(f.wire); err != nil {
+		st.held = max(st.held, f.ID)
+		if err := st.queue(f.Wire); err != nil {
 			return err
 		}
 	}
@@ -424,12 +426,12 @@ func (st *stream) sendEvents(events []event.Event) error {
 }
 
 // sendFrames writes frames, then moves the stream's position to through.
-func (st *stream) sendFrames(frames []*frame, through int64) error {
+func (st *stream) sendFrames(frames []*sse.Frame, through int64) error {
 	for _, f := range frames {
-		st.held = max(st.held, f.id)
+		st.held = max(st.held, f.ID)
 		st.sent++
 		st.h.cfg.Metrics.Delivered.Inc()
-		if err := st.queue(f.wire); err != nil {
+		if err := st.queue(f.Wire); err != nil {
 			return err
 		}
 	}
@@ -457,18 +459,18 @@ func (st *stream) live() error {
 			if st.sub.Reason() == EndDraining {
 				// A fresh, jittered delay: the drained clients come back spread
 				// out, to the replicas that are still ready.
-				_ = st.send((&Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil))
+				_ = st.send((&sse.Message{Retry: jitter(st.h.cfg.Retry)}).AppendTo(nil))
 			}
 			return st.end(st.sub.Reason())
 		case <-st.heartbeat.C:
 			if err := st.beat(); err != nil {
 				return err
 			}
-		case <-st.sub.queue.ready:
-			st.frames = st.sub.queue.take(st.frames[:0])
+		case <-st.sub.Ready():
+			st.frames = st.sub.Take(st.frames[:0])
 			for _, f := range st.frames {
 				if st.accept(f) {
-					if err := st.queue(f.wire); err != nil {
+					if err := st.queue(f.Wire); err != nil {
 						return err
 					}
 				}
@@ -483,15 +485,15 @@ func (st *stream) live() error {
 
 // accept counts f as delivered, unless the stream has sent or skipped past it
 // already (covered by the snapshot or replay sent).
-func (st *stream) accept(f *frame) bool {
-	if f.id <= st.last {
+func (st *stream) accept(f *sse.Frame) bool {
+	if f.ID <= st.last {
 		return false
 	}
-	st.last = f.id
-	st.held = f.id
+	st.last = f.ID
+	st.held = f.ID
 	st.sent++
 	st.h.cfg.Metrics.Delivered.Inc()
-	st.h.cfg.Metrics.Lag.Observe(time.Since(f.time).Seconds())
+	st.h.cfg.Metrics.Lag.Observe(time.Since(f.Time).Seconds())
 	return true
 }
 
@@ -565,7 +567,7 @@ func (st *stream) idleBeat() []byte {
 			}
 		}
 	}
-	return heartbeat
+	return sse.Heartbeat
 }
 
 // writeFailed ends the stream after a failed write, with the reason that caused

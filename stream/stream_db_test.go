@@ -1,4 +1,4 @@
-package sse_test
+package stream_test
 
 import (
 	"bufio"
@@ -15,8 +15,9 @@ import (
 
 	"pgsse/db"
 	"pgsse/event"
+	"pgsse/hub"
 	"pgsse/internal/dbtest"
-	"pgsse/sse"
+	"pgsse/stream"
 )
 
 // openStore opens the store at url until the test ends.
@@ -32,12 +33,12 @@ func openStore(t *testing.T, url string) *db.Store {
 
 // serve starts a hub at cursor and a handler on history behind a test server,
 // both stopped when the test ends; it returns the hub and the server's URL.
-func serve(t *testing.T, cursor int64, history sse.History, cfg sse.HandlerConfig) (*sse.Hub, string) {
+func serve(t *testing.T, cursor int64, history stream.History, cfg stream.HandlerConfig) (*hub.Hub, string) {
 	t.Helper()
-	hub := sse.NewHub(sse.HubConfig{})
+	hub := hub.NewHub(hub.HubConfig{})
 	hub.Start(cursor)
 	e := echo.New()
-	h := sse.NewHandler(hub, history, cfg)
+	h := stream.NewHandler(hub, history, cfg)
 	h.Register(e)
 	srv := httptest.NewServer(e)
 	t.Cleanup(func() {
@@ -79,7 +80,7 @@ func TestStream_PrunedDuringReplay(t *testing.T) {
 		SELECT nextval('pgsse.event_id_seq'), 'video.status', 'videos/a', now() - interval '2 days',
 		       '{"video_id": "a", "status": "processed"}'
 		FROM generate_series(1, 250)`)
-	_, srvURL := serve(t, 250, &pruningHistory{Store: openStore(t, url)}, sse.HandlerConfig{ReplayBatch: 100, Heartbeat: 100 * time.Millisecond})
+	_, srvURL := serve(t, 250, &pruningHistory{Store: openStore(t, url)}, stream.HandlerConfig{ReplayBatch: 100, Heartbeat: 100 * time.Millisecond})
 
 	req, _ := http.NewRequest("GET", srvURL+"/events?topic=videos/*", nil)
 	req.Header.Set("Last-Event-ID", "0")
@@ -113,7 +114,7 @@ func TestStream_AnyVideoID(t *testing.T) {
 	url := dbtest.New(t)
 	sqlDB := dbtest.Open(t, url)
 	dbtest.InsertVideo(t, sqlDB, "legacy upload/7")
-	_, srvURL := serve(t, 1, openStore(t, url), sse.HandlerConfig{})
+	_, srvURL := serve(t, 1, openStore(t, url), stream.HandlerConfig{})
 
 	for _, path := range []string{"/events?topic=videos/legacy%2520upload%252F7"} {
 		resp, err := http.Get(srvURL + path)
@@ -136,7 +137,7 @@ func TestStream_AnyVideoID(t *testing.T) {
 // while idle (a wildcard stream, or one on a video that does not exist yet, used
 // to reconnect with no Last-Event-ID and miss what was committed meanwhile).
 func TestStream_PositionFromFirstBytes(t *testing.T) {
-	hub, srvURL := serve(t, 7, openStore(t, dbtest.New(t)), sse.HandlerConfig{Heartbeat: 50 * time.Millisecond})
+	hub, srvURL := serve(t, 7, openStore(t, dbtest.New(t)), stream.HandlerConfig{Heartbeat: 50 * time.Millisecond})
 
 	position := int64(7)
 	for _, path := range []string{"/events?topic=videos/*", "/events?topic=videos/gap1"} {

@@ -1,35 +1,23 @@
-package sse
+package hub
 
 import (
-	"encoding/json"
-	"fmt"
 	"sync"
-	"time"
 
 	"pgsse/event"
+	"pgsse/internal/ring"
+	"pgsse/sse"
 )
 
-// EndReason says why a stream ended; it is logged with the stream's last line.
+// EndReason says why a subscriber (and so, often, its stream) ended.
 type EndReason string
 
-// End reasons.
+// Why the hub ends a subscriber.
 const (
-	EndClientGone  EndReason = "client_gone"
-	EndOverflow    EndReason = "queue_overflow" // the queue overflowed: caught up in place, or (no progress) the client resumes from its last id
-	EndWriteFailed EndReason = "write_failed"   // write error or write deadline passed
-	EndDraining    EndReason = "draining"       // the process is shutting down; reconnect elsewhere
-	EndShutdown    EndReason = "shutdown"
-	EndAuthExpired EndReason = "auth_expired"
-	EndLogReset    EndReason = "log_reset" // the log was replaced; the stream starts over on the new one
+	EndOverflow EndReason = "queue_overflow" // the queue overflowed: caught up in place, or (no progress) the client resumes from its last id
+	EndDraining EndReason = "draining"       // the process is shutting down; reconnect elsewhere
+	EndShutdown EndReason = "shutdown"
+	EndLogReset EndReason = "log_reset" // the log was replaced; the stream starts over on the new one
 )
-
-// frame is one event encoded once, shared by every subscriber that receives it.
-type frame struct {
-	id    int64
-	topic string
-	time  time.Time // the event's, for the lag metric
-	wire  []byte
-}
 
 // Subscriber is one stream's registration in the hub: its topics and its bounded
 // queue of live frames. The hub fills the queue and never waits on it; when it is
@@ -59,19 +47,19 @@ func (s *Subscriber) Reason() EndReason { return s.reason }
 // stream takes everything at once.
 type queue struct {
 	mu     sync.Mutex
-	frames ring[*frame]
+	frames ring.Ring[*sse.Frame]
 	ready  chan struct{} // one slot: something is waiting to be taken
 }
 
 func newQueue(max int) queue {
-	return queue{frames: newRing[*frame](max), ready: make(chan struct{}, 1)}
+	return queue{frames: ring.New[*sse.Frame](max), ready: make(chan struct{}, 1)}
 }
 
 // push adds f, or reports false when the queue is full; first says the
 // ready signal was not pending (the reader has taken everything before f).
-func (q *queue) push(f *frame) (ok, first bool) {
+func (q *queue) push(f *sse.Frame) (ok, first bool) {
 	q.mu.Lock()
-	ok = q.frames.push(f)
+	ok = q.frames.Push(f)
 	q.mu.Unlock()
 	if ok {
 		select {
@@ -83,11 +71,17 @@ func (q *queue) push(f *frame) (ok, first bool) {
 	return ok, first
 }
 
+// Ready has a value when frames are waiting to be taken (one for many).
+func (s *Subscriber) Ready() <-chan struct{} { return s.queue.ready }
+
+// Take moves every queued frame, in order, to the end of dst.
+func (s *Subscriber) Take(dst []*sse.Frame) []*sse.Frame { return s.queue.take(dst) }
+
 // take moves every queued frame, in order, to the end of dst.
-func (q *queue) take(dst []*frame) []*frame {
+func (q *queue) take(dst []*sse.Frame) []*sse.Frame {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.frames.drain(dst, 64)
+	return q.frames.Drain(dst, 64)
 }
 
 func (s *Subscriber) matches(topic string) bool {
@@ -97,18 +91,4 @@ func (s *Subscriber) matches(topic string) bool {
 		}
 	}
 	return false
-}
-
-// encodeEvent encodes ev as the frame every subscriber receives.
-func encodeEvent(ev *event.Event) (*frame, error) {
-	typ, err := NewEventType(ev.Kind)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %d: kind %q: %w", ev.ID, ev.Kind, err)
-	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %d: %w", ev.ID, err)
-	}
-	m := Message{ID: IntID(ev.ID), Type: typ, Data: data}
-	return &frame{id: ev.ID, topic: ev.Topic, time: ev.Time, wire: m.AppendTo(make([]byte, 0, len(data)+64))}, nil
 }

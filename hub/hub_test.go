@@ -1,4 +1,4 @@
-package sse
+package hub
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"pgsse/event"
+	"pgsse/sse"
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +37,7 @@ func statusEvent(id int64, video string) event.Event {
 func queued(s *Subscriber) []int64 {
 	var ids []int64
 	for _, f := range s.queue.take(nil) {
-		ids = append(ids, f.id)
+		ids = append(ids, f.ID)
 	}
 	return ids
 }
@@ -79,8 +80,8 @@ func TestHub_Publish(t *testing.T) {
 			t.Error("subscribers got different frames for one event")
 		}
 		want := `id: 1` + "\n" + `event: video.status` + "\n" + `data: {"id":1,"kind":"video.status","topic":"videos/a","time":"1970-01-01T00:00:00.000000Z","data":{"video_id":"a","status":"processed","previous_status":null}}` + "\n\n"
-		if string(fa.wire) != want {
-			t.Errorf("wire = %q, want %q", fa.wire, want)
+		if string(fa.Wire) != want {
+			t.Errorf("wire = %q, want %q", fa.Wire, want)
 		}
 	})
 
@@ -137,7 +138,7 @@ func TestHub_Backlog(t *testing.T) {
 	}
 	var ids []int64
 	for _, f := range frames {
-		ids = append(ids, f.id)
+		ids = append(ids, f.ID)
 	}
 	if got, want := fmt.Sprint(ids), "[4 6]"; got != want {
 		t.Errorf("backlog = %s, want %s", got, want)
@@ -160,8 +161,8 @@ func TestHub_Backlog(t *testing.T) {
 		}
 		big := statusEvent(51, strings.Repeat("x", 2000))
 		h.Publish([]event.Event{big})
-		if h.history.from != 51 || h.history.frames.len() != 0 {
-			t.Errorf("event larger than the bound: from=%d n=%d, want 51 and empty", h.history.from, h.history.frames.len())
+		if h.history.from != 51 || h.history.frames.Len() != 0 {
+			t.Errorf("event larger than the bound: from=%d n=%d, want 51 and empty", h.history.from, h.history.frames.Len())
 		}
 	})
 }
@@ -185,8 +186,8 @@ func TestHub_Drain(t *testing.T) {
 			t.Errorf("sub %d not ended by drain", i)
 		}
 	}
-	if _, err := h.Subscribe(topics(t, "videos/a"), nil); err != ErrHubClosed {
-		t.Errorf("subscribe after drain: %v, want ErrHubClosed", err)
+	if _, err := h.Subscribe(topics(t, "videos/a"), nil); err != errHubClosed {
+		t.Errorf("subscribe after drain: %v, want errHubClosed", err)
 	}
 }
 
@@ -195,7 +196,7 @@ func BenchmarkHub_Publish(b *testing.B) {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			h, subs := fanOut(b, n)
 			events := []event.Event{statusEvent(0, "a")}
-			var taken []*frame
+			var taken []*sse.Frame
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				events[0].ID = int64(i + 1)
@@ -226,7 +227,7 @@ func TestHub_DeliveryAllocs(t *testing.T) {
 	allocs := func(n int) float64 {
 		h, subs := fanOut(t, n)
 		events := []event.Event{statusEvent(0, "a")}
-		taken := make([]*frame, 0, 16)
+		taken := make([]*sse.Frame, 0, 16)
 		id := int64(0)
 		deliver := func() {
 			id++
@@ -249,37 +250,6 @@ func TestHub_DeliveryAllocs(t *testing.T) {
 	}
 }
 
-func BenchmarkMessage_AppendTo(b *testing.B) {
-	data := []byte(`{"id":42,"kind":"video.status","topic":"videos/abc123","time":"2026-12-01T19:03:58.976573Z","data":{"video_id":"abc123","status":"processed","previous_status":"pending"}}`)
-	m := Message{ID: IntID(42), Type: MustEventType("video.status"), Data: data}
-	buf := make([]byte, 0, 512)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		buf = m.AppendTo(buf[:0])
-	}
-}
-
-func TestMessage_AppendToAllocs(t *testing.T) {
-	m := Message{ID: IntID(42), Type: MustEventType("video.status"), Data: []byte("line one\nline two")}
-	buf := make([]byte, 0, 512)
-	if n := testing.AllocsPerRun(100, func() { buf = m.AppendTo(buf[:0]) }); n != 0 {
-		t.Errorf("AppendTo into a large enough buffer allocates %v times", n)
-	}
-}
-
-func BenchmarkEncodeEvent(b *testing.B) {
-	ev := statusEvent(42, "abc123")
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := encodeEvent(&ev); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkHub_Backlog: a resume served from memory, scanning a full history
-// for one subscriber's topic.
 func BenchmarkHub_Backlog(b *testing.B) {
 	h := NewHub(HubConfig{})
 	h.Start(0)

@@ -1,4 +1,4 @@
-package sse_test
+package stream_test
 
 import (
 	"bufio"
@@ -14,7 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"pgsse/event"
-	"pgsse/sse"
+	"pgsse/hub"
+	"pgsse/stream"
 )
 
 // fakeStore is an in-memory log of video.status events on videos/a and the
@@ -86,9 +87,9 @@ func (s *fakeStore) Snapshot(_ context.Context, topics []string) (int64, []event
 
 // branchServer serves a hub started at cursor over store, replaying in
 // batches of 3.
-func branchServer(t *testing.T, store sse.History, hubCfg sse.HubConfig, cursor int64) *takeoverServer {
+func branchServer(t *testing.T, store stream.History, hubCfg hub.HubConfig, cursor int64) *takeoverServer {
 	t.Helper()
-	return serveTakeoverWith(t, hubCfg, sse.HandlerConfig{Heartbeat: time.Minute, ReplayBatch: 3}, false, store, cursor)
+	return serveTakeoverWith(t, hubCfg, stream.HandlerConfig{Heartbeat: time.Minute, ReplayBatch: 3}, false, store, cursor)
 }
 
 // lines opens path with lastEventID and returns its "id:", "event:" and
@@ -149,7 +150,7 @@ func expectLines(t *testing.T, got <-chan string, wants ...string) {
 // snapshot at the log's position, then live events.
 func TestBranch_Fresh(t *testing.T) {
 	store := newFakeStore(5)
-	s := branchServer(t, store, sse.HubConfig{}, 5)
+	s := branchServer(t, store, hub.HubConfig{}, 5)
 	got := lines(t, s, "/events?topic=videos/a", "")
 	expectLines(t, got, "id: 5", `data: "snapshot":true`)
 	s.publish(6, 6)
@@ -163,7 +164,7 @@ func TestBranch_Fresh(t *testing.T) {
 // from it, without reading the log.
 func TestBranch_ResumeFromMemory(t *testing.T) {
 	store := newFakeStore(0)
-	s := branchServer(t, store, sse.HubConfig{}, 0)
+	s := branchServer(t, store, hub.HubConfig{}, 0)
 	s.publish(1, 5)
 	got := lines(t, s, "/events?topic=videos/*", "3")
 	expectLines(t, got, "id: 4", "id: 5")
@@ -176,7 +177,7 @@ func TestBranch_ResumeFromMemory(t *testing.T) {
 // from the log, in batches, then continues live.
 func TestBranch_ResumeFromLog(t *testing.T) {
 	store := newFakeStore(10)
-	s := branchServer(t, store, sse.HubConfig{}, 10)
+	s := branchServer(t, store, hub.HubConfig{}, 10)
 	got := lines(t, s, "/events?topic=videos/*", "4")
 	expectLines(t, got, "id: 5", "id: 6", "id: 7", "id: 8", "id: 9", "id: 10")
 	s.publish(11, 11)
@@ -195,7 +196,7 @@ func TestBranch_Reset(t *testing.T) {
 		t.Run(tc.reason, func(t *testing.T) {
 			store := newFakeStore(10)
 			store.horizon = 8
-			s := branchServer(t, store, sse.HubConfig{}, 10)
+			s := branchServer(t, store, hub.HubConfig{}, 10)
 			got := lines(t, s, "/events?topic=videos/a", tc.lastEventID)
 			expectLines(t, got, "event: stream.reset", fmt.Sprintf(`data: "reason":%q`, tc.reason), "id: 10", `data: "snapshot":true`)
 		})
@@ -206,7 +207,7 @@ func TestBranch_Reset(t *testing.T) {
 // stream from the hub's history: every event once, in order, no reconnect.
 func TestBranch_CatchUp(t *testing.T) {
 	store := newFakeStore(0)
-	s := branchServer(t, store, sse.HubConfig{QueueLen: 8}, 0)
+	s := branchServer(t, store, hub.HubConfig{QueueLen: 8}, 0)
 	got := lines(t, s, "/events?topic=videos/*", "0")
 	s.publish(1, 1)
 	expectLines(t, got, "id: 1")

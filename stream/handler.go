@@ -1,4 +1,7 @@
-package sse
+// Package stream serves event streams over HTTP: request parsing, limits
+// and auth, each stream's lifecycle (snapshot, resume, catch-up, reset, live),
+// and, for streams taken over from net/http, the writers that run them.
+package stream
 
 import (
 	"context"
@@ -19,6 +22,7 @@ import (
 
 	"pgsse/db"
 	"pgsse/event"
+	"pgsse/hub"
 )
 
 // History is the log the handler reads snapshots and missed events from. It must
@@ -68,7 +72,7 @@ type HandlerConfig struct {
 	Retry        time.Duration // reconnection delay sent to clients, jittered per stream
 	ReplayBatch  int           // events per log read when replaying
 	// MaxReplays bounds the log reads of replaying streams at once
-	// (DefaultMaxReplays if zero): a herd of resuming clients waits here, with
+	// (defaultMaxReplays if zero): a herd of resuming clients waits here, with
 	// heartbeats, and leaves the rest of the pool to snapshots and live work.
 	MaxReplays  int
 	MaxQueryLen int // bytes of query string
@@ -78,7 +82,7 @@ type HandlerConfig struct {
 
 // Handler serves event streams. Mount it with Register.
 type Handler struct {
-	hub         *Hub
+	hub         *hub.Hub
 	history     History
 	cfg         HandlerConfig
 	admission   *admission
@@ -108,11 +112,11 @@ func (h *Handler) Failure() *db.Fault {
 	return nil
 }
 
-// DefaultMaxReplays is half the pool: replays never hold all of it.
-const DefaultMaxReplays = db.DefaultMaxConns / 2
+// defaultMaxReplays is half the pool: replays never hold all of it.
+const defaultMaxReplays = db.DefaultMaxConns / 2
 
 // NewHandler returns a handler streaming from hub, replaying from history.
-func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
+func NewHandler(hub *hub.Hub, history History, cfg HandlerConfig) *Handler {
 	if cfg.MaxTopics <= 0 {
 		cfg.MaxTopics = 100
 	}
@@ -129,7 +133,7 @@ func NewHandler(hub *Hub, history History, cfg HandlerConfig) *Handler {
 		cfg.ReplayBatch = 1000
 	}
 	if cfg.MaxReplays <= 0 {
-		cfg.MaxReplays = DefaultMaxReplays
+		cfg.MaxReplays = defaultMaxReplays
 	}
 	if cfg.MaxQueryLen <= 0 {
 		cfg.MaxQueryLen = 8 << 10

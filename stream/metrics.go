@@ -1,4 +1,4 @@
-package sse
+package stream
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -1,4 +1,4 @@
-package sse
+package stream
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/labstack/echo/v4"
+
+	"pgsse/hub"
 )
 
 func newTestEcho(h *Handler) *echo.Echo {
@@ -24,9 +26,9 @@ func newTestEcho(h *Handler) *echo.Echo {
 // and a JSON body naming the parameter at fault. None reaches the database (the
 // handler has no History here) or the hub.
 func TestHandler_BadRequests(t *testing.T) {
-	hub := NewHub(HubConfig{})
-	hub.Start(0)
-	e := newTestEcho(NewHandler(hub, nil, HandlerConfig{MaxTopics: 3}))
+	h := hub.NewHub(hub.HubConfig{})
+	h.Start(0)
+	e := newTestEcho(NewHandler(h, nil, HandlerConfig{MaxTopics: 3}))
 	for _, tc := range []struct {
 		name, target, lastEventID string
 		wantStatus                int
@@ -92,8 +94,8 @@ func FuzzHandler(f *testing.F) {
 	for _, seed := range []string{"topic=videos/a", "topic=videos/*&last_event_id=5", "topic=%00", "x=%zz", "topic=a;b", "topic=" + strings.Repeat("a/", 200)} {
 		f.Add(seed, "12")
 	}
-	hub := NewHub(HubConfig{})
-	e := newTestEcho(NewHandler(hub, nil, HandlerConfig{}))
+	h := hub.NewHub(hub.HubConfig{})
+	e := newTestEcho(NewHandler(h, nil, HandlerConfig{}))
 	f.Fuzz(func(t *testing.T, query, lastEventID string) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

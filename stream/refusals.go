@@ -1,4 +1,4 @@
-package sse
+package stream
 
 import (
 	"encoding/json"
@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"pgsse/sse"
 )
 
-var kindRefused = MustEventType("stream.refused")
+var kindRefused = sse.MustEventType("stream.refused")
 
 // refusalLogInterval: capacity refusals (429, 503) are logged at most once per
 // interval per status, with how many were not logged since; a flood from one
@@ -62,13 +64,13 @@ func wantsEventStream(r *http.Request) bool {
 func (h *Handler) busy(c echo.Context, re *RequestError) error {
 	retry := jitter(re.RetryAfter)
 	data, _ := json.Marshal(map[string]any{
-		"kind": kindRefused.s,
+		"kind": kindRefused.String(),
 		"data": map[string]any{"status": re.Status, "param": re.Param, "reason": re.Reason, "retry_ms": retry.Milliseconds()},
 	})
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	_, err := w.Write((&Message{Retry: retry, Type: kindRefused, Data: data}).AppendTo(nil))
+	_, err := w.Write((&sse.Message{Retry: retry, Type: kindRefused, Data: data}).AppendTo(nil))
 	return err
 }
