@@ -92,6 +92,7 @@ type Handler struct {
 
 	poolOnce sync.Once
 	pool     *writers // nil until a stream is taken over, or where there are none
+	stopPool sync.Once
 	mu       sync.Mutex
 	closed   bool // by Close: no more streams are taken over
 	takenN   int  // streams taken over and not yet ended
@@ -201,7 +202,7 @@ func (h *Handler) Close(ctx context.Context) error {
 		}
 	}
 	if h.pool != nil {
-		h.pool.close()
+		h.stopPool.Do(h.pool.close)
 	}
 	return nil
 }
