@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -199,17 +200,38 @@ func (f *flags) boolean(p *bool, name, env string, def bool, usage string) {
 	f.fs.BoolVar(p, name, def, usage+" ($"+env+")")
 }
 
+// commands are pgsse's subcommands, one line each in the help.
+const commands = `usage: pgsse [command] [flags]
+
+  serve        stream events (the default)
+  migrate      apply the database migrations and exit
+  demo         simulate uploads and processing workers, for the demo page
+  healthcheck  exit 0 if this container's pgsse answers /readyz with 200
+  version      print the version and exit
+  help         print this help (pgsse help <command>: the same, for that command)
+
+Every flag can also be set by the environment variable named after it.
+
+`
+
+// helpRequested is parseConfig's answer to -h or --help: the help to print.
+type helpRequested struct{ text string }
+
+func (h *helpRequested) Error() string { return "help requested" }
+
+// usage is the help for fs's command: the commands, then every flag.
+func usage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString(commands)
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	return b.String()
+}
+
 func parseConfig(cmd string, args []string) (config, error) {
 	fs := flag.NewFlagSet("pgsse "+cmd, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pgsse [serve|migrate|demo|healthcheck] [flags]\n\n"+
-			"  serve        stream events (the default)\n"+
-			"  migrate      apply the database migrations and exit\n"+
-			"  demo         simulate uploads and processing workers, for the demo page\n"+
-			"  healthcheck  exit 0 if this container's pgsse answers /readyz with 200\n\n"+
-			"Every flag can also be set by the environment variable named after it.\n\n")
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard) // help is the caller's to print (on stdout); errors are returned
 	var cfg config
 	var origins, proxies string
 	f := &flags{fs: fs}
@@ -248,10 +270,13 @@ func parseConfig(cmd string, args []string) (config, error) {
 	f.str(&proxies, "trusted-proxies", "PGSSE_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	f.num(&cfg.MaxHeaderBytes, "max-header-bytes", "PGSSE_MAX_HEADER_BYTES", 16<<10, "request line and headers, in bytes")
 	f.str(&cfg.AdminAddr, "admin-addr", "PGSSE_ADMIN_ADDR", "", "serve /metrics (and /healthz, /readyz) here instead of on the main address, e.g. :9090")
-	f.boolean(&cfg.Migrate, "migrate", "PGSSE_MIGRATE", true, "apply migrations at start; false: wait for `pgsse migrate` to have done it")
+	f.boolean(&cfg.Migrate, "migrate", "PGSSE_MIGRATE", true, "apply migrations at start; false: wait for 'pgsse migrate' to have done it")
 
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, &helpRequested{usage(fs)}
+		}
+		return cfg, fmt.Errorf("%w (pgsse help lists the commands and flags)", err)
 	}
 	cfg.UnknownVariables = f.unknownVariables()
 	errs := f.errs

@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -42,10 +41,8 @@ var _ demo.Writer = (*db.Store)(nil)
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "pgsse:", err)
-			os.Exit(1)
-		}
+		fmt.Fprintln(os.Stderr, "pgsse:", err)
+		os.Exit(1)
 	}
 }
 
@@ -54,7 +51,28 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	switch {
+	case cmd == "version", cmd == "serve" && len(args) > 0 && (args[0] == "--version" || args[0] == "-version"):
+		_, err := fmt.Fprintln(stdout, "pgsse", version)
+		return err
+	case cmd == "help":
+		// pgsse help [command]: that command's help, as --help would print it.
+		cmd = "serve"
+		if len(args) > 0 {
+			cmd = args[0]
+		}
+		if !knownCommand(cmd) {
+			return fmt.Errorf("help: unknown command %q (pgsse help lists them)", cmd)
+		}
+		args = []string{"--help"}
+	case !knownCommand(cmd):
+		return fmt.Errorf("unknown command %q (pgsse help lists the commands)", cmd)
+	}
 	cfg, err := parseConfig(cmd, args)
+	if h := (*helpRequested)(nil); errors.As(err, &h) {
+		_, err := io.WriteString(stdout, h.text)
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -72,11 +90,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return migrate(ctx, cfg, log)
 	case "demo":
 		return simulate(ctx, cfg, log)
-	case "healthcheck":
+	default: // healthcheck; knownCommand let nothing else through
 		return healthcheck(cfg)
-	default:
-		return fmt.Errorf("unknown command %q: use serve, migrate, demo or healthcheck", cmd)
 	}
+}
+
+func knownCommand(cmd string) bool {
+	switch cmd {
+	case "serve", "migrate", "demo", "healthcheck", "version", "help":
+		return true
+	}
+	return false
 }
 
 func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
