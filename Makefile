@@ -11,7 +11,11 @@ TESTFLAGS    ?=
 
 BENCH_PG_PORT ?= 54322
 
-.PHONY: run test bench build vet fuzz screenshot db-stop
+# The version stamped into builds and images: the nearest tag, else the commit.
+VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE        ?= pgsse
+
+.PHONY: run test bench build image vet fuzz screenshot db-stop
 
 # With PGSSE_DEMO=true (the default here) the demo page is served at / and the
 # processing simulator runs beside pgsse, writing through SQL as a worker would.
@@ -50,7 +54,12 @@ bench:
 	status=$$?; scripts/pg.sh stop .pgdata/bench; exit $$status
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o pgsse .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o pgsse .
+
+# The container image, tagged with the version: make image IMAGE=registry.example.com/pgsse
+# (then docker push, and point the manifests at it: README, "Releasing").
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
 vet:
 	gofmt -l . | (! grep .) && $(GO) vet ./...
