@@ -253,3 +253,36 @@ func TestReadyz_MissingDatabase(t *testing.T) {
 		t.Errorf("no error line with 3D000:\n%s", p.logs)
 	}
 }
+
+// TestConfig_ExampleSecretRefused: the example Secret's value, applied as is,
+// stops pgsse at start (anyone could forge tokens with it), and the error does
+// not repeat it.
+func TestConfig_ExampleSecretRefused(t *testing.T) {
+	example, err := os.ReadFile("deploy/k8s/secret.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secret string
+	for _, line := range strings.Split(string(example), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "PGSSE_JWT_SECRET:"); ok {
+			secret = strings.TrimSpace(v)
+		}
+	}
+	if secret == "" {
+		t.Fatal("no PGSSE_JWT_SECRET in the example Secret")
+	}
+	t.Setenv("DATABASE_URL", "postgres://pgsse@127.0.0.1:1/app?connect_timeout=1")
+	t.Setenv("PGSSE_AUTH_MODE", "jwt")
+	t.Setenv("PGSSE_JWT_SECRET", secret)
+	t.Setenv("PGSSE_ADDR", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // had it started
+	defer cancel()
+	var out strings.Builder
+	err = run(ctx, []string{"serve"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "PGSSE_JWT_SECRET refused") {
+		t.Fatalf("serve with the example secret: %v, want it refused", err)
+	}
+	if strings.Contains(err.Error()+out.String(), secret) {
+		t.Errorf("the refusal repeats the secret: %v\n%s", err, out.String())
+	}
+}

@@ -58,6 +58,11 @@ func New(cfg Config) (*Verifier, error) {
 	if len(cfg.Secret) > 0 && len(cfg.Secret) < 32 {
 		return nil, fmt.Errorf("auth: PGSSE_JWT_SECRET is %d bytes; HS256 needs at least 32 random bytes", len(cfg.Secret))
 	}
+	if len(cfg.Secret) > 0 {
+		if why := weakSecret(cfg.Secret); why != "" {
+			return nil, fmt.Errorf("auth: PGSSE_JWT_SECRET refused: %s; generate one, e.g. openssl rand -base64 48", why)
+		}
+	}
 	if cfg.TopicsClaim == "" {
 		cfg.TopicsClaim = "pgsse.topics"
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,10 +97,26 @@ func TestNew_Refuses(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"NoKey":       {},
 		"ShortSecret": {Secret: []byte("short")},
-		"MissingFile": {KeyFile: "/nonexistent/keys.pem"},
+		// The example Secret's own value (deploy/k8s/secret.example.yaml), and
+		// others as long as the check wants and as public.
+		"ExamplePlaceholder": {Secret: []byte("change-me-to-at-least-32-random-bytes")},
+		"Placeholder":        {Secret: []byte("replace-this-with-your-own-secret-value")},
+		"Repeated":           {Secret: []byte(strings.Repeat("a", 48))},
+		"Pattern":            {Secret: []byte(strings.Repeat("ab12", 12))},
+		"ShortHex":           {Secret: []byte("00112233445566778899aabbccddeeff")},
+		"MissingFile":        {KeyFile: "/nonexistent/keys.pem"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+	// What the docs tell operators to generate is accepted.
+	for _, ok := range []string{
+		"q7JcV1m4yXz0fR2kP9sT3uW8bN5dH6gL0aE1iO4rY7vC2xZ9nM3jK8pQ5wS6tU",   // openssl rand -base64 48
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", // openssl rand -hex 32
+	} {
+		if _, err := New(Config{Secret: []byte(ok)}); err != nil {
+			t.Errorf("random secret %q refused: %v", ok, err)
 		}
 	}
 	dir := t.TempDir()
