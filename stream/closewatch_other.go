@@ -23,4 +23,6 @@ type vectorWriter struct{}
 
 func newVectorWriter() *vectorWriter { return &vectorWriter{} }
 
-func (*vectorWriter) write(syscall.RawConn, [][]byte) (int, error) { return 0, errors.ErrUnsupported }
+func (*vectorWriter) write(syscall.RawConn, [][]byte) ([][]byte, error) {
+	return nil, errors.ErrUnsupported
+}

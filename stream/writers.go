@@ -139,33 +139,11 @@ func (w *writer) write(st *stream) bool {
 	if len(w.bufs) == 0 {
 		return true
 	}
-	n, err := w.vw.write(st.conn.raw, w.bufs)
-	if err == nil && n == totalLen(w.bufs) {
+	left, err := w.vw.write(st.conn.raw, w.bufs)
+	if err == nil && left == nil {
 		st.lastWrite = time.Now()
 		return true
 	}
-	st.resume(rest(w.bufs, n), err, false)
+	st.resume(left, err, false)
 	return false
-}
-
-func totalLen(bufs [][]byte) int {
-	n := 0
-	for _, b := range bufs {
-		n += len(b)
-	}
-	return n
-}
-
-// rest returns a copy of bufs without its first n bytes.
-func rest(bufs [][]byte, n int) [][]byte {
-	var out [][]byte
-	for _, b := range bufs {
-		if n >= len(b) {
-			n -= len(b)
-			continue
-		}
-		out = append(out, b[n:])
-		n = 0
-	}
-	return out
 }

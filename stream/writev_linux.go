@@ -26,13 +26,12 @@ func newVectorWriter() *vectorWriter {
 	return w
 }
 
-// write writes as much of bufs as the socket takes now and returns how many
-// bytes that was; a full socket buffer is not an error.
-func (w *vectorWriter) write(raw syscall.RawConn, bufs [][]byte) (int, error) {
-	total := 0
+// write writes as much of bufs as the socket takes now; left is a copy of
+// what it did not take (nil: everything was written). A full socket buffer is
+// not an error.
+func (w *vectorWriter) write(raw syscall.RawConn, bufs [][]byte) (left [][]byte, err error) {
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), maxIovecs)]
-		bufs = bufs[len(chunk):]
 		want := 0
 		for _, b := range chunk {
 			if len(b) == 0 {
@@ -51,12 +50,26 @@ func (w *vectorWriter) write(raw syscall.RawConn, bufs [][]byte) (int, error) {
 		}
 		clear(w.iov) // let the buffers go
 		w.iov = w.iov[:0]
-		total += w.n
 		if w.err != nil || w.n < want {
-			return total, w.err
+			return rest(bufs, w.n), w.err
 		}
+		bufs = bufs[len(chunk):]
 	}
-	return total, nil
+	return nil, nil
+}
+
+// rest returns a copy of bufs without its first n bytes.
+func rest(bufs [][]byte, n int) [][]byte {
+	var out [][]byte
+	for _, b := range bufs {
+		if n >= len(b) {
+			n -= len(b)
+			continue
+		}
+		out = append(out, b[n:])
+		n = 0
+	}
+	return out
 }
 
 func (w *vectorWriter) writev(fd uintptr) bool {
