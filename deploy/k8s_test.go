@@ -159,6 +159,11 @@ func TestKustomize_Base(t *testing.T) {
 		t.Errorf("rolling update %+v, want maxUnavailable 0", ru)
 	}
 	selects(t, "Deployment", d.Spec.Selector.MatchLabels, podLabels)
+	// Immutable once applied: a release that changes it cannot be applied over
+	// the previous one.
+	if got, want := fmt.Sprint(d.Spec.Selector.MatchLabels), "map[app.kubernetes.io/component:server app.kubernetes.io/name:pgsse app.kubernetes.io/part-of:pgsse]"; got != want {
+		t.Errorf("Deployment selector %s, want %s as in every earlier release", got, want)
+	}
 	selects(t, "Service", svc.Spec.Selector, podLabels)
 	selects(t, "PodDisruptionBudget", one(t, "PDBs", o.pdbs).Spec.Selector.MatchLabels, podLabels)
 	np := one(t, "NetworkPolicies", o.policies)
