@@ -47,7 +47,7 @@ type Verifier struct {
 	keys    atomic.Pointer[keySet]
 	parser  *jwt.Parser
 	claim   []string
-	modTime time.Time // of the key file as last loaded; owned by Run
+	loaded  os.FileInfo // the key file as last loaded; owned by Run
 }
 
 // New checks cfg and loads the key file, if any.
@@ -75,12 +75,12 @@ func New(cfg Config) (*Verifier, error) {
 		methods = append(methods, "HS256", "HS384", "HS512")
 	}
 	if cfg.KeyFile != "" {
-		ks, mod, err := loadKeyFile(cfg.KeyFile)
+		ks, fi, err := loadKeyFile(cfg.KeyFile)
 		if err != nil {
 			return nil, err
 		}
 		v.keys.Store(ks)
-		v.modTime = mod
+		v.loaded = fi
 		methods = append(methods, ks.methods...)
 	}
 	opts := []jwt.ParserOption{
@@ -100,6 +100,10 @@ func New(cfg Config) (*Verifier, error) {
 
 // Run reloads the key file whenever it changes, until ctx ends. A file that no
 // longer parses is logged and the previous keys stay in use.
+//
+// "Changes" includes being replaced by another file: Kubernetes updates a
+// mounted Secret or ConfigMap by swapping a symlink to a new directory, and
+// the new file's mtime need not differ (copies that keep it, coarse clocks).
 func (v *Verifier) Run(ctx context.Context) error {
 	if v.cfg.KeyFile == "" {
 		return nil
@@ -112,20 +116,25 @@ func (v *Verifier) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		fi, err := os.Stat(v.cfg.KeyFile)
-		if err != nil || fi.ModTime().Equal(v.modTime) {
+		fi, err := os.Stat(v.cfg.KeyFile) // follows the symlinks
+		if err != nil || sameFile(fi, v.loaded) {
 			continue
 		}
-		ks, mod, err := loadKeyFile(v.cfg.KeyFile)
+		ks, loaded, err := loadKeyFile(v.cfg.KeyFile)
 		if err != nil {
 			v.cfg.Logger.Error().Err(err).Str("file", v.cfg.KeyFile).Msg("reload JWT keys; keeping the previous ones")
-			v.modTime = fi.ModTime()
+			v.loaded = fi
 			continue
 		}
 		v.keys.Store(ks)
-		v.modTime = mod
+		v.loaded = loaded
 		v.cfg.Logger.Info().Str("file", v.cfg.KeyFile).Int("keys", ks.count).Msg("JWT keys reloaded")
 	}
+}
+
+// sameFile: the same inode, unmodified.
+func sameFile(fi, loaded os.FileInfo) bool {
+	return os.SameFile(fi, loaded) && fi.ModTime().Equal(loaded.ModTime()) && fi.Size() == loaded.Size()
 }
 
 // Authorize authenticates r and checks that its token grants every topic. The

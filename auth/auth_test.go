@@ -186,3 +186,68 @@ func TestCovers(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifier_ReloadSymlinkSwap: a key file mounted from a Kubernetes Secret
+// is replaced the way the kubelet's atomic writer does it (pkg/volume/util/
+// atomic_writer.go): a new timestamped directory, a "..data" symlink renamed
+// over the old one, the old directory removed. The new file keeps the old
+// one's size and mtime, so only its identity tells it apart.
+func TestVerifier_ReloadSymlinkSwap(t *testing.T) {
+	mount := t.TempDir()
+	write := func(version string, pub any) string {
+		dir := filepath.Join(mount, "..2026_12_03_19_00_00."+version)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pemFile(t, dir, pub)
+		return filepath.Base(dir)
+	}
+	oldKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	newKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	oldDir := write("1", &oldKey.PublicKey)
+	must(t, os.Symlink(oldDir, filepath.Join(mount, "..data")))
+	path := filepath.Join(mount, "keys.pem")
+	must(t, os.Symlink(filepath.Join("..data", "keys.pem"), path))
+
+	v, err := New(Config{KeyFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- v.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newDir := write("2", &newKey.PublicKey)
+	newFile := filepath.Join(mount, newDir, "keys.pem")
+	must(t, os.Chtimes(newFile, before.ModTime(), before.ModTime()))
+	if after, _ := os.Stat(newFile); after.Size() != before.Size() {
+		t.Fatalf("sizes differ (%d, %d): the test would not isolate the swap", after.Size(), before.Size())
+	}
+	must(t, os.Symlink(newDir, filepath.Join(mount, "..data_tmp")))
+	must(t, os.Rename(filepath.Join(mount, "..data_tmp"), filepath.Join(mount, "..data")))
+	must(t, os.RemoveAll(filepath.Join(mount, oldDir)))
+
+	newTok := token(t, jwt.SigningMethodRS256, newKey, "videos/a")
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := authorize(v, newTok, "videos/a"); err != nil; _, err = authorize(v, newTok, "videos/a") {
+		if time.Now().After(deadline) {
+			t.Fatal("the swapped-in key was not picked up within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := authorize(v, token(t, jwt.SigningMethodRS256, oldKey, "videos/a"), "videos/a"); err == nil {
+		t.Error("the swapped-out key still verifies")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

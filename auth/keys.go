@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
@@ -27,14 +26,14 @@ type keySet struct {
 
 // loadKeyFile reads PEM public keys ("PUBLIC KEY" or "RSA PUBLIC KEY" blocks) or,
 // when the file is JSON, a JWKS.
-func loadKeyFile(path string) (*keySet, time.Time, error) {
+func loadKeyFile(path string) (*keySet, os.FileInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("auth: key file: %w", err)
+		return nil, nil, fmt.Errorf("auth: key file: %w", err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("auth: key file: %w", err)
+		return nil, nil, fmt.Errorf("auth: key file: %w", err)
 	}
 	var ks *keySet
 	if trimmed := bytes.TrimSpace(b); len(trimmed) > 0 && trimmed[0] == '{' {
@@ -43,9 +42,9 @@ func loadKeyFile(path string) (*keySet, time.Time, error) {
 		ks, err = parsePEM(b)
 	}
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("auth: key file %s: %w", path, err)
+		return nil, nil, fmt.Errorf("auth: key file %s: %w", path, err)
 	}
-	return ks, fi.ModTime(), nil
+	return ks, fi, nil
 }
 
 func parsePEM(b []byte) (*keySet, error) {

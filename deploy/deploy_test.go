@@ -208,7 +208,8 @@ func TestDockerfile_Build(t *testing.T) {
 	}
 }
 
-// startBinary runs bin serve against a fresh database with env added, waits
+// startBinary runs bin serve against a fresh database with env added (no
+// authentication unless env says otherwise), waits
 // for /readyz and returns its base URL.
 func startBinary(t *testing.T, bin string, env []string) string {
 	t.Helper()
@@ -219,7 +220,8 @@ func startBinary(t *testing.T, bin string, env []string) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(append(os.Environ(), env...), "DATABASE_URL="+dbtest.New(t), "PGSSE_ADDR="+addr, "PGSSE_AUTH_MODE=none")
+	// env comes last: where it repeats a variable, its value wins.
+	cmd.Env = append(append(os.Environ(), "DATABASE_URL="+dbtest.New(t), "PGSSE_ADDR="+addr, "PGSSE_AUTH_MODE=none"), env...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -38,12 +38,15 @@ type objects struct {
 	jobs        []*batchv1.Job
 }
 
-// render builds dir with the Go kustomize API and, where kubectl is installed,
+// render builds dir (relative to the repository, or absolute) with the Go kustomize API and, where kubectl is installed,
 // with `kubectl kustomize` too; both outputs must decode.
 func render(t *testing.T, dir string) *objects {
 	t.Helper()
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(root, dir)
+	}
+	res, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		t.Fatalf("kustomize %s: %v", dir, err)
 	}
@@ -53,7 +56,7 @@ func render(t *testing.T, dir string) *objects {
 	}
 	objs := decodeStrict(t, out)
 	if kubectl, err := exec.LookPath("kubectl"); err == nil {
-		viaKubectl, err := exec.Command(kubectl, "kustomize", filepath.Join(root, dir)).Output()
+		viaKubectl, err := exec.Command(kubectl, "kustomize", dir).Output()
 		if err != nil {
 			t.Fatalf("kubectl kustomize %s: %v", dir, err)
 		}
