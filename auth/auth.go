@@ -43,11 +43,11 @@ type Config struct {
 
 // Verifier authenticates stream requests. It is safe for concurrent use.
 type Verifier struct {
-	cfg     Config
-	keys    atomic.Pointer[keySet]
-	parser  *jwt.Parser
-	claim   []string
-	loaded  os.FileInfo // the key file as last loaded; owned by Run
+	cfg    Config
+	keys   atomic.Pointer[keySet]
+	parser *jwt.Parser
+	claim  []string
+	loaded os.FileInfo // the key file as last loaded; owned by Run
 }
 
 // New checks cfg and loads the key file, if any.
