@@ -298,7 +298,7 @@ func newServer(h http.Handler, cfg config) *http.Server {
 }
 
 // prepareSchema applies the migrations, or with PGSSE_MIGRATE=false waits until
-// someone else (a migration Job) has.
+// someone else (the migrate init container, an operator) has.
 func prepareSchema(ctx context.Context, cfg config, store *db.Store, log zerolog.Logger, ready *readiness) error {
 	// First on the pool with timeouts, retried while the database is away or
 	// stalled: a restart, the common case, never waits on a connection without

@@ -315,18 +315,29 @@ func TestKustomize_Gateway(t *testing.T) {
 	}
 }
 
-func TestKustomize_MigrateJob(t *testing.T) {
-	o := render(t, "deploy/migrate-job")
-	job := one(t, "Jobs", o.jobs)
-	c := one(t, "job containers", job.Spec.Template.Spec.Containers)
-	d := one(t, "Deployments", o.deployments)
-	if fmt.Sprint(c.Args) != "[migrate]" || c.Image != d.Spec.Template.Spec.Containers[0].Image {
-		t.Errorf("job runs %s %v, want the Deployment's image with migrate", c.Image, c.Args)
-	}
-	if v := one(t, "ConfigMaps", o.configMaps).Data["PGSSE_MIGRATE"]; v != "false" {
-		t.Errorf("PGSSE_MIGRATE = %q, want false beside a migration Job", v)
-	}
-	if sc := job.Spec.Template.Spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
-		t.Error("the Job may run as root")
+// TestKustomize_MigrateInit: the component migrates in an init container of
+// the server's own image, as non-root as the server, and serve then waits.
+func TestKustomize_MigrateInit(t *testing.T) {
+	for _, v := range variants {
+		if len(v.components) == 0 {
+			continue
+		}
+		t.Run(v.String(), func(t *testing.T) {
+			o := render(t, overlay(t, v, nil, ""))
+			pod := one(t, "Deployments", o.deployments).Spec.Template.Spec
+			c := one(t, "init containers", pod.InitContainers)
+			if fmt.Sprint(c.Args) != "[migrate]" || c.Image != pod.Containers[0].Image {
+				t.Errorf("init container runs %s %v, want the server's image %s with migrate", c.Image, c.Args, pod.Containers[0].Image)
+			}
+			if v := one(t, "ConfigMaps", o.configMaps).Data["PGSSE_MIGRATE"]; v != "false" {
+				t.Errorf("PGSSE_MIGRATE = %q, want false after an init container migrated", v)
+			}
+			if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+				t.Error("the init container may run as root or write its filesystem")
+			}
+			if len(o.jobs) != 0 {
+				t.Error("a Job is back: its template is immutable, the next release could not be applied")
+			}
+		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,9 +17,26 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// overlay writes a kustomization using the base dir and the components, as a
-// user's own overlay would, and returns its directory.
-func overlay(t *testing.T, base string, components ...string) string {
+// variant is what a user's overlay builds on: a base and components.
+type variant struct {
+	base       string
+	components []string
+}
+
+func (v variant) String() string { return strings.Join(append([]string{v.base}, v.components...), "+") }
+
+// variants are the combinations the README offers.
+var variants = []variant{
+	{"deploy/k8s", nil},
+	{"deploy/gateway", nil},
+	{"deploy/k8s", []string{"deploy/migrate-init"}},
+	{"deploy/gateway", []string{"deploy/migrate-init"}},
+}
+
+// overlay writes a kustomization using the variant and more components, as a
+// user's own overlay would, with extra YAML appended, and returns its
+// directory.
+func overlay(t *testing.T, v variant, components []string, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	rel := func(p string) string { // kustomize takes no absolute paths
@@ -27,10 +46,11 @@ func overlay(t *testing.T, base string, components ...string) string {
 		}
 		return r
 	}
-	doc := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(base) + "\ncomponents:\n"
-	for _, c := range components {
+	doc := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(v.base) + "\ncomponents:\n"
+	for _, c := range slices.Concat(v.components, components) {
 		doc += "  - " + rel(c) + "\n"
 	}
+	doc += extra
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -42,9 +62,9 @@ func overlay(t *testing.T, base string, components ...string) string {
 // change), points PGSSE_JWT_KEY_FILE into it and lets the pgsse Secret go
 // without PGSSE_JWT_SECRET; it composes with every variant.
 func TestKustomize_JWTKeyFile(t *testing.T) {
-	for _, base := range []string{"deploy/k8s", "deploy/gateway", "deploy/migrate-job"} {
-		t.Run(base, func(t *testing.T) {
-			o := render(t, overlay(t, base, "deploy/jwt-key-file"))
+	for _, v := range variants {
+		t.Run(v.String(), func(t *testing.T) {
+			o := render(t, overlay(t, v, []string{"deploy/jwt-key-file"}, ""))
 			keyFile := one(t, "ConfigMaps", o.configMaps).Data["PGSSE_JWT_KEY_FILE"]
 			pod := one(t, "Deployments", o.deployments).Spec.Template.Spec
 			c := one(t, "containers", pod.Containers)

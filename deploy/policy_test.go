@@ -131,9 +131,10 @@ func TestNetworkPolicy_Gateway(t *testing.T) {
 	})
 }
 
-// TestNetworkPolicy_MigrateJob: the overlay keeps the base's policy.
-func TestNetworkPolicy_MigrateJob(t *testing.T) {
-	checkReach(t, render(t, "deploy/migrate-job"), func(pgsse netpol.Endpoint) []reach {
+// TestNetworkPolicy_MigrateInit: the component keeps the base's policy, whose
+// egress lets the init container reach the database.
+func TestNetworkPolicy_MigrateInit(t *testing.T) {
+	checkReach(t, render(t, overlay(t, variant{"deploy/k8s", []string{"deploy/migrate-init"}}, nil, "")), func(pgsse netpol.Endpoint) []reach {
 		return append(egress(pgsse),
 			reach{"ingress-nginx opens streams", ingressNginx, pgsse, "http", corev1.ProtocolTCP, true},
 		)
