@@ -1,10 +1,11 @@
 # The two commands: `make run` and `make test`. Without DATABASE_URL, `make run`
-# uses a throwaway PostgreSQL in .pgdata/run; `make test` always uses its own in
+# uses a throwaway PostgreSQL in .pgdata/run (stopped when it exits); `make test` always uses its own in
 # .pgdata/test, started from the installed server binaries and stopped afterwards,
 # and first installs what the tests need (scripts/deps.sh: PostgreSQL, curl,
 # Chromium) if the machine lacks it.
 
 RUN_PG_PORT  ?= 54320
+RUN_PG_DIR   ?= .pgdata/run
 TEST_PG_PORT ?= 54321
 GO           ?= go
 TESTFLAGS    ?=
@@ -17,16 +18,27 @@ IMAGE        ?= pgsse
 
 .PHONY: run test bench build image vet fuzz screenshot db-stop
 
-# With PGSSE_DEMO=true (the default here) the demo page is served at / and the
-# processing simulator runs beside pgsse, writing through SQL as a worker would.
+# With PGSSE_DEMO=true (the default here) the demo page is served at /. The
+# processing simulator runs beside pgsse, writing fake videos through SQL as a
+# worker would, into the throwaway database only: with your own DATABASE_URL it
+# stays off unless SIMULATE=true. On exit (Ctrl-C) the throwaway PostgreSQL is
+# stopped; its data stays in RUN_PG_DIR for the next make run.
 run:
-	@url="$${DATABASE_URL:-$$(scripts/pg.sh start .pgdata/run $(RUN_PG_PORT))}" || exit 1; \
+	@own=; [ -n "$${DATABASE_URL:-}" ] && own=yes; \
+	if [ -n "$$own" ]; then url=$$DATABASE_URL; else url=$$(scripts/pg.sh start $(RUN_PG_DIR) $(RUN_PG_PORT)) || exit 1; fi; \
+	simulate=$${SIMULATE:-$${own:+false}}; simulate=$${simulate:-true}; \
+	sim=; cleanup() { \
+		[ -n "$$sim" ] && kill $$sim 2>/dev/null; \
+		[ -z "$$own" ] && scripts/pg.sh stop $(RUN_PG_DIR) && \
+			echo "pgsse: stopped the throwaway PostgreSQL (data kept in $(RUN_PG_DIR); rm -rf $(RUN_PG_DIR) to start afresh)"; \
+	}; trap cleanup EXIT; trap 'exit 130' INT TERM; \
 	$(GO) build -o bin/pgsse . || exit 1; \
 	export DATABASE_URL="$$url" PGSSE_DEMO="$${PGSSE_DEMO:-true}" PGSSE_AUTH_MODE="$${PGSSE_AUTH_MODE:-none}"; \
-	echo "pgsse: database $$DATABASE_URL"; \
-	echo "pgsse: open http://localhost$${PGSSE_ADDR:-:8080}/ (demo page), or curl -N 'http://localhost$${PGSSE_ADDR:-:8080}/events?topic=videos/*'"; \
-	sim=; trap '[ -n "$$sim" ] && kill $$sim 2>/dev/null' EXIT; \
-	if [ "$$PGSSE_DEMO" = true ]; then bin/pgsse demo & sim=$$!; fi; \
+	if [ -n "$$own" ]; then echo "pgsse: database from your DATABASE_URL"; else echo "pgsse: throwaway database $$DATABASE_URL"; fi; \
+	if [ "$$simulate" = true ]; then bin/pgsse demo & sim=$$!; echo "pgsse: the simulator writes demo videos into it"; \
+	else echo "pgsse: simulator off (SIMULATE=true writes demo videos into your database)"; fi; \
+	addr=$${PGSSE_ADDR:-:8080}; case $$addr in :*) addr=localhost$$addr;; esac; \
+	echo "pgsse: open http://$$addr/ (demo page), or curl -N 'http://$$addr/events?topic=videos/*'"; \
 	bin/pgsse serve
 
 test:
@@ -73,6 +85,6 @@ screenshot:
 	$(MAKE) test TESTFLAGS="-run TestBrowser_LivePage ./" PGSSE_SCREENSHOT=$(CURDIR)/docs/demo.png
 
 db-stop:
-	scripts/pg.sh stop .pgdata/run
+	scripts/pg.sh stop $(RUN_PG_DIR)
 	scripts/pg.sh stop .pgdata/test
 	scripts/pg.sh stop .pgdata/bench

@@ -221,19 +221,27 @@ type Cluster struct {
 // when the test ends.
 func NewCluster(tb testing.TB) *Cluster {
 	tb.Helper()
-	c := &Cluster{tb: tb, dir: filepath.Join(tb.TempDir(), "pg"), script: filepath.Join(repoRoot(tb), "scripts", "pg.sh"), port: freePort(tb)}
-	// The server runs as postgres when tests run as root: let it into the directory.
-	if err := os.Chmod(filepath.Dir(c.dir), 0o777); err != nil {
-		tb.Fatal(err)
-	}
-	for dir := filepath.Dir(c.dir); dir != "/"; dir = filepath.Dir(dir) {
-		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
-			_ = os.Chmod(dir, fi.Mode().Perm()|0o001)
-		}
-	}
+	c := &Cluster{tb: tb, dir: ServerDir(tb), script: filepath.Join(repoRoot(tb), "scripts", "pg.sh"), port: freePort(tb)}
 	c.URL = strings.TrimSpace(c.run("start", c.dir, fmt.Sprint(c.port)))
 	tb.Cleanup(func() { c.run("stop", c.dir) })
 	return c
+}
+
+// ServerDir returns a data directory for a server that scripts/pg.sh starts,
+// not yet created, in a temporary directory removed when the test ends.
+func ServerDir(tb testing.TB) string {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "pg")
+	// The server runs as postgres when tests run as root: let it into the directory.
+	if err := os.Chmod(filepath.Dir(dir), 0o777); err != nil {
+		tb.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			_ = os.Chmod(d, fi.Mode().Perm()|0o001)
+		}
+	}
+	return dir
 }
 
 // Restart restarts the server with a fast shutdown, ending every connection.
