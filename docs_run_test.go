@@ -35,7 +35,8 @@ func TestDocs_EveryBlockAccounted(t *testing.T) {
 		{"README.md", `addEventListener("auth.expired"`, "TestBrowser_CrossOriginCookieRenewal"},
 		{"README.md", `"exp": <now + 900>`, "TestDocs_TokenClaims"},
 		{"README.md", "SELECT pgsse.publish('video.progress'", "TestDocs_QuickStart"},
-		{"docs/security.md", "GRANT CREATE ON DATABASE", "TestMigrate_VideosTableNamedExplicitly"},
+		{"docs/database.md", "-f deploy/postgres/roles.sql", "TestRolesScript"},
+		{"docs/database.md", "REVOKE EXECUTE ON FUNCTION pgsse.publish", "TestRolesScript"},
 		{"docs/security.md", "jwt.NewWithClaims", illustrative}, // a fragment of the reader's own API
 		{"docs/security.md", "openssl dgst -sha256 -hmac", "TestDocs_ShellToken"},
 	}

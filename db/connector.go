@@ -17,7 +17,7 @@ import (
 // setting for the session's whole life, with no extra round trip. A pooler
 // (PgBouncer) refuses startup parameters it does not track; then the pool
 // connects without it from then on (set statement_timeout on pgsse's role
-// instead: docs/runbook.md).
+// instead: docs/database.md).
 type connector struct {
 	withTimeout, plain *pq.Connector
 	refused            atomic.Bool // the server refused the startup parameter

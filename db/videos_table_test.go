@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	neturl "net/url"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -14,18 +15,14 @@ import (
 // appDatabase returns an unmigrated database holding the application's videos
 // table in schema, owned by the application's role, and the URL pgsse connects
 // with as role: it owns nothing there, may not create in public (PostgreSQL
-// 15's default), and has been granted what docs/security.md asks for: CREATE on
-// the database (for schema pgsse) and SELECT and TRIGGER on the table.
+// 15's default), and has been granted what deploy/postgres/roles.sql grants
+// (docs/database.md): CREATE on the database (for schema pgsse) and SELECT and
+// TRIGGER on the table.
 func appDatabase(t *testing.T, schema, role string) (admin string, pgsse string) {
 	t.Helper()
 	url := dbtest.NewEmpty(t)
 	sqlDB := dbtest.Open(t, url)
-	var dbName string
-	if err := sqlDB.QueryRow(`SELECT current_database()`).Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
 	dbtest.Exec(t, sqlDB, `DO $$ BEGIN
-		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '`+role+`') THEN CREATE ROLE `+role+` LOGIN; END IF;
 		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_owner') THEN CREATE ROLE app_owner; END IF;
 	END $$`)
 	t.Cleanup(func() {
@@ -35,10 +32,11 @@ func appDatabase(t *testing.T, schema, role string) (admin string, pgsse string)
 	dbtest.CreateVideos(t, sqlDB, schema+".videos")
 	dbtest.Exec(t, sqlDB, `
 		ALTER TABLE `+schema+`.videos OWNER TO app_owner;
-		REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-		GRANT CREATE ON DATABASE `+dbName+` TO `+role+`;
-		GRANT USAGE ON SCHEMA `+schema+` TO `+role+`;
-		GRANT SELECT, TRIGGER ON `+schema+`.videos TO `+role)
+		REVOKE CREATE ON SCHEMA public FROM PUBLIC`)
+	if out, err := exec.Command("psql", url, "-v", "ON_ERROR_STOP=1", "-v", "pgsse_role="+role, "-v", "videos_schema="+schema,
+		"-f", "../deploy/postgres/roles.sql").CombinedOutput(); err != nil {
+		t.Fatalf("deploy/postgres/roles.sql: %v\n%s", err, out)
+	}
 	u, _ := neturl.Parse(url)
 	u.User = neturl.User(role)
 	return url, u.String()
