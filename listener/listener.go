@@ -126,11 +126,11 @@ func logFailure(log zerolog.Logger, f db.Fault) *zerolog.Event {
 // reads recover.
 func (l *Listener) countFailure(f db.Fault) {
 	if f.Outage {
-		l.cfg.Metrics.ReadErrors.WithLabelValues("outage").Inc()
+		l.cfg.Metrics.ReadErrors.WithLabelValues(classOutage).Inc()
 		l.cfg.Metrics.Fault.Reset()
 		return
 	}
-	l.cfg.Metrics.ReadErrors.WithLabelValues("fault").Inc()
+	l.cfg.Metrics.ReadErrors.WithLabelValues(classFault).Inc()
 	l.cfg.Metrics.Fault.Reset()
 	l.cfg.Metrics.Fault.WithLabelValues(f.SQLState).Set(1)
 }

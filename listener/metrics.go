@@ -21,7 +21,7 @@ type Metrics struct {
 // NewMetrics registers the listener's metrics with reg (nil: not exported).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
-	return &Metrics{
+	m := &Metrics{
 		EventsRead: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgsse_events_read_total", Help: "Events read from the log and handed to the hub."}),
 		Undecodable: f.NewCounter(prometheus.CounterOpts{
@@ -41,4 +41,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LogResets: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgsse_log_resets_total", Help: "Times the event log was found replaced (restore, failover, recreated database) and every stream reset."}),
 	}
+	// Both classes from the start, at 0, so that rate() sees the first failure.
+	m.ReadErrors.WithLabelValues(classOutage)
+	m.ReadErrors.WithLabelValues(classFault)
+	return m
 }
+
+// The classes of failed log reads: the label class.
+const (
+	classOutage = "outage" // waited out
+	classFault  = "fault"  // the operator must act
+)

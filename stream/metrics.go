@@ -22,7 +22,7 @@ type Metrics struct {
 // kept but not exported (tests, tools).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
-	return &Metrics{
+	m := &Metrics{
 		StreamsOpen: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgsse_streams_open", Help: "Streams open now."}),
 		StreamsOpened: f.NewCounter(prometheus.CounterOpts{
@@ -45,4 +45,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
 	}
+	// Every label value is exported from the start, at 0: a series born at its
+	// first increment hides that increment from rate() and increase(), and
+	// the alerts in deploy/monitoring would miss it.
+	for _, r := range []EndReason{EndClientGone, EndOverflow, EndWriteFailed, EndDraining, EndShutdown, EndAuthExpired} {
+		m.StreamsClosed.WithLabelValues(string(r))
+	}
+	for _, status := range []string{"401", "403", "429", "503"} {
+		m.StreamsRefused.WithLabelValues(status)
+	}
+	for _, source := range []string{SourceMemory, SourceDatabase} {
+		m.CatchUps.WithLabelValues(source)
+		m.Replays.WithLabelValues(source)
+	}
+	return m
 }
+
+// Where a replay or a catch-up read the missed events: the label source.
+const (
+	SourceMemory   = "memory"   // the hub's recent history
+	SourceDatabase = "database" // the log
+)

@@ -181,10 +181,10 @@ func (st *stream) catchUp() error {
 		return nil
 	}
 	if frames, ok := st.h.hub.Backlog(st.sub, st.last); ok {
-		st.h.cfg.Metrics.CatchUps.WithLabelValues("memory").Inc()
+		st.h.cfg.Metrics.CatchUps.WithLabelValues(SourceMemory).Inc()
 		return st.sendFrames(frames, st.sub.Cursor)
 	}
-	st.h.cfg.Metrics.CatchUps.WithLabelValues("database").Inc()
+	st.h.cfg.Metrics.CatchUps.WithLabelValues(SourceDatabase).Inc()
 	return st.replayLog()
 }
 
@@ -243,7 +243,7 @@ func (st *stream) begin() error {
 	if after <= st.sub.Cursor {
 		if frames, ok := st.h.hub.Backlog(st.sub, after); ok {
 			if after < st.sub.Cursor {
-				st.h.cfg.Metrics.Replays.WithLabelValues("memory").Inc()
+				st.h.cfg.Metrics.Replays.WithLabelValues(SourceMemory).Inc()
 			}
 			st.last = after
 			return st.sendFrames(frames, st.sub.Cursor)
@@ -262,7 +262,7 @@ func (st *stream) begin() error {
 	case after > newest:
 		return st.reset("log_reset", after)
 	case after < st.sub.Cursor:
-		st.h.cfg.Metrics.Replays.WithLabelValues("database").Inc()
+		st.h.cfg.Metrics.Replays.WithLabelValues(SourceDatabase).Inc()
 		st.last = after
 		return st.replayLog()
 	default:
