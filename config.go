@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"pgsse/auth"
 	"pgsse/db"
+	"pgsse/hub"
+	"pgsse/stream"
 )
 
 // config is every setting, from the environment, overridden by flags.
@@ -240,12 +243,12 @@ func parseConfig(cmd string, args []string) (config, error) {
 	f.str(&cfg.VideosSchema, "videos-schema", "PGSSE_VIDEOS_SCHEMA", db.DefaultVideosSchema, "schema of the application's videos table (never found through search_path)")
 	f.dur(&cfg.DBTimeout, "db-timeout", "PGSSE_DB_TIMEOUT", db.DefaultTimeout, "a database connection that answers nothing this long is given up (statements: half of it)")
 	f.str(&cfg.Addr, "addr", "PGSSE_ADDR", ":8080", "HTTP listen address")
-	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", 15*time.Second, "idle time before a heartbeat comment; keep it under the proxies' 60s")
+	f.dur(&cfg.Heartbeat, "heartbeat", "PGSSE_HEARTBEAT", stream.DefaultHeartbeat, "idle time before a heartbeat comment; keep it under the proxies' 60s")
 	f.dur(&cfg.Retention, "retention", "PGSSE_RETENTION", 24*time.Hour, "how long events stay in the log for resuming clients")
 	f.dur(&cfg.Drain, "drain", "PGSSE_DRAIN", 10*time.Second, "on SIGTERM, window over which open streams are closed")
-	f.num(&cfg.MaxTopics, "max-topics", "PGSSE_MAX_TOPICS", 100, "topics per stream")
-	f.num(&cfg.Queue, "queue", "PGSSE_QUEUE", 1024, "events queued per stream before a slow client is dropped")
-	f.dur(&cfg.WriteTimeout, "write-timeout", "PGSSE_WRITE_TIMEOUT", 10*time.Second, "a write slower than this drops the stream")
+	f.num(&cfg.MaxTopics, "max-topics", "PGSSE_MAX_TOPICS", stream.DefaultMaxTopics, "topics per stream")
+	f.num(&cfg.Queue, "queue", "PGSSE_QUEUE", hub.DefaultQueueLen, "events queued per stream before a slow client is dropped")
+	f.dur(&cfg.WriteTimeout, "write-timeout", "PGSSE_WRITE_TIMEOUT", stream.DefaultWriteTimeout, "a write slower than this drops the stream")
 	f.dur(&cfg.PollInterval, "poll-interval", "PGSSE_POLL_INTERVAL", 2*time.Second, "safety poll of the log when no notification arrives")
 	f.str(&cfg.LogLevel, "log-level", "PGSSE_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.str(&cfg.LogFormat, "log-format", "PGSSE_LOG_FORMAT", "", "json or console (default: console on a terminal, json otherwise)")
@@ -257,8 +260,8 @@ func parseConfig(cmd string, args []string) (config, error) {
 	f.str(&cfg.JWTKeyFile, "jwt-key-file", "PGSSE_JWT_KEY_FILE", "", "PEM public key(s) or JWKS file for RS*/PS*/ES*/EdDSA tokens; reloaded when it changes")
 	f.str(&cfg.JWTIssuer, "jwt-issuer", "PGSSE_JWT_ISSUER", "", "required iss, when set")
 	f.str(&cfg.JWTAudience, "jwt-audience", "PGSSE_JWT_AUDIENCE", "", "required aud, when set")
-	f.str(&cfg.JWTTopicsClaim, "jwt-topics-claim", "PGSSE_JWT_TOPICS_CLAIM", "pgsse.topics", "dotted path of the claim listing the topic patterns a token grants")
-	f.str(&cfg.JWTCookie, "jwt-cookie", "PGSSE_JWT_COOKIE", "pgsse_token", "cookie that may carry the token")
+	f.str(&cfg.JWTTopicsClaim, "jwt-topics-claim", "PGSSE_JWT_TOPICS_CLAIM", auth.DefaultTopicsClaim, "dotted path of the claim listing the topic patterns a token grants")
+	f.str(&cfg.JWTCookie, "jwt-cookie", "PGSSE_JWT_COOKIE", auth.DefaultCookie, "cookie that may carry the token")
 	f.dur(&cfg.JWTLeeway, "jwt-leeway", "PGSSE_JWT_LEEWAY", 30*time.Second, "clock skew allowed for nbf and iat")
 	f.boolean(&cfg.AllowQuery, "allow-query-token", "PGSSE_ALLOW_QUERY_TOKEN", false, "accept ?access_token= (it ends up in proxies' access logs)")
 

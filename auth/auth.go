@@ -34,8 +34,8 @@ type Config struct {
 	KeyFile     string // PEM public keys or a JWKS: RS*, PS*, ES*, EdDSA
 	Issuer      string // when set, iss must equal it
 	Audience    string // when set, aud must contain it
-	TopicsClaim string // dotted path of the topics claim; default "pgsse.topics"
-	Cookie      string // token cookie name; default "pgsse_token"
+	TopicsClaim string // dotted path of the topics claim; default DefaultTopicsClaim
+	Cookie      string // token cookie name; default DefaultCookie
 	AllowQuery  bool   // accept ?access_token= (it ends up in proxies' access logs)
 	Leeway      time.Duration
 	Logger      zerolog.Logger
@@ -49,6 +49,13 @@ type Verifier struct {
 	claim  []string
 	loaded os.FileInfo // the key file as last loaded; owned by Run
 }
+
+// The defaults of the Config fields left empty (and of the settings of the
+// same names).
+const (
+	DefaultTopicsClaim = "pgsse.topics" // a dotted path into the claims
+	DefaultCookie      = "pgsse_token"
+)
 
 // New checks cfg and loads the key file, if any.
 func New(cfg Config) (*Verifier, error) {
@@ -64,10 +71,10 @@ func New(cfg Config) (*Verifier, error) {
 		}
 	}
 	if cfg.TopicsClaim == "" {
-		cfg.TopicsClaim = "pgsse.topics"
+		cfg.TopicsClaim = DefaultTopicsClaim
 	}
 	if cfg.Cookie == "" {
-		cfg.Cookie = "pgsse_token"
+		cfg.Cookie = DefaultCookie
 	}
 	v := &Verifier{cfg: cfg, claim: strings.Split(cfg.TopicsClaim, ".")}
 	var methods []string

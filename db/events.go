@@ -194,7 +194,7 @@ func (s *Store) pruneBatch(ctx context.Context, below int64, batch int) (int64, 
 	defer tx.Rollback()
 
 	var locked bool
-	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(1885827955, 3)`).Scan(&locked); err != nil {
+	if err := tx.QueryRowContext(ctx, xactLock(LockPrune, true)).Scan(&locked); err != nil {
 		return 0, fmt.Errorf("prune: take advisory lock: %w", err)
 	}
 	if !locked {

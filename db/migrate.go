@@ -17,13 +17,13 @@ import (
 	"pgsse/migrations"
 )
 
-// migrationLock is the advisory lock (class "pgss", key 2) that serialises
+// migrationLock is the advisory lock (LockMigrate) that serialises
 // migration runs across replicas (a run needs two connections of the pool: the
 // lock's and attach_videos'). It is transaction-scoped and held by a
 // transaction left open for the whole run: a transaction keeps its server
 // connection even through a transaction-mode pooler (PgBouncer), where a session
 // lock would be taken on one server connection and released on another.
-const migrationLock = "SELECT pg_advisory_xact_lock(1885827955, 2)"
+var migrationLock = xactLock(LockMigrate, false)
 
 // Migrate applies pending migrations. Many replicas may call it at once: the
 // migration lock lets one apply them while the others wait and then find nothing

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"pgsse/db"
 	"pgsse/internal/dbtest"
 )
 
@@ -38,7 +39,7 @@ func TestMigrate_ThroughTransactionPooler(t *testing.T) {
 		}
 		var held int
 		if err := dbtest.Open(t, direct).QueryRow(`SELECT count(*) FROM pg_locks
-			WHERE locktype = 'advisory' AND classid = 1885827955 AND objid = 2`).Scan(&held); err != nil {
+			WHERE locktype = 'advisory' AND classid = $1 AND objid = $2`, db.LockClass, db.LockMigrate).Scan(&held); err != nil {
 			t.Fatal(err)
 		}
 		if held != 0 {

@@ -54,16 +54,23 @@ type Hub struct {
 	history  history
 }
 
+// The defaults of the HubConfig fields left zero.
+const (
+	DefaultQueueLen     = 1024
+	DefaultHistoryLen   = 4096
+	DefaultHistoryBytes = 16 << 20
+)
+
 // NewHub returns a hub that accepts subscribers once Start gives it a position.
 func NewHub(cfg HubConfig) *Hub {
 	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = 1024
+		cfg.QueueLen = DefaultQueueLen
 	}
 	if cfg.HistoryLen <= 0 {
-		cfg.HistoryLen = 4096
+		cfg.HistoryLen = DefaultHistoryLen
 	}
 	if cfg.HistoryBytes <= 0 {
-		cfg.HistoryBytes = 16 << 20
+		cfg.HistoryBytes = DefaultHistoryBytes
 	}
 	if cfg.Evictions == nil {
 		cfg.Evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})

@@ -1,8 +1,7 @@
 // Package migrations holds pgsse's dbmate SQL migrations, embedded into the binary.
 //
-// Advisory lock keys used by the SQL here and by package db share the class
-// 1885827955 (the bytes "pgss"): 1 orders event ids at commit, 2 serialises
-// migrations, 3 lets one replica at a time prune the log.
+// The advisory locks the SQL here takes are named in package db (db.LockClass,
+// db.LockSequence…); a migration that takes one uses those numbers.
 package migrations
 
 import "embed"

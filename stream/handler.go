@@ -116,28 +116,39 @@ func (h *Handler) Failure() *db.Fault {
 // defaultMaxReplays is half the pool: replays never hold all of it.
 const defaultMaxReplays = db.DefaultMaxConns / 2
 
+// The handler's defaults, for the HandlerConfig fields left zero (and the
+// settings of the same names).
+const (
+	DefaultMaxTopics    = 100
+	DefaultHeartbeat    = 15 * time.Second // under the 60 s idle timeout of common proxies
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultRetry        = 2 * time.Second
+	DefaultReplayBatch  = 1000
+	DefaultMaxQueryLen  = 8 << 10
+)
+
 // NewHandler returns a handler streaming from hub, replaying from history.
 func NewHandler(hub *hub.Hub, history History, cfg HandlerConfig) *Handler {
 	if cfg.MaxTopics <= 0 {
-		cfg.MaxTopics = 100
+		cfg.MaxTopics = DefaultMaxTopics
 	}
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = 15 * time.Second
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.Retry <= 0 {
-		cfg.Retry = 2 * time.Second
+		cfg.Retry = DefaultRetry
 	}
 	if cfg.ReplayBatch <= 0 {
-		cfg.ReplayBatch = 1000
+		cfg.ReplayBatch = DefaultReplayBatch
 	}
 	if cfg.MaxReplays <= 0 {
 		cfg.MaxReplays = defaultMaxReplays
 	}
 	if cfg.MaxQueryLen <= 0 {
-		cfg.MaxQueryLen = 8 << 10
+		cfg.MaxQueryLen = DefaultMaxQueryLen
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)

@@ -161,10 +161,10 @@ func ensureTemplate(tb testing.TB, admin *sql.DB, server string) string {
 	}
 	defer conn.Close()
 	// Test packages run in parallel processes: one builds the template.
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(1885827955, 100)"); err != nil {
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1, $2)", db.LockClass, db.LockTestTemplate); err != nil {
 		tb.Fatal(err)
 	}
-	defer conn.ExecContext(ctx, "SELECT pg_advisory_unlock(1885827955, 100)")
+	defer conn.ExecContext(ctx, "SELECT pg_advisory_unlock($1, $2)", db.LockClass, db.LockTestTemplate)
 
 	var exists bool
 	if err := conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)", name).Scan(&exists); err != nil {
