@@ -5,6 +5,12 @@
 //	pgsse migrate [flags]   apply the database migrations and exit
 //	pgsse demo [flags]      simulate uploads and processing, for the demo page
 //	pgsse healthcheck       exit 0 if the local pgsse is ready (for images with no shell)
+//	pgsse version           print the version
+//	pgsse help [command]    the commands and flags
+//
+// Each command is one file: serve.go (with readiness.go, http.go and
+// authorizer.go, its parts), migrate.go, demo.go, healthcheck.go, version.go;
+// config.go holds every setting.
 package main
 
 import (
@@ -12,12 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -29,9 +31,6 @@ import (
 	"pgsse/listener"
 	"pgsse/stream"
 )
-
-// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
 
 var _ stream.History = (*db.Store)(nil)
 var _ listener.Log = (*db.Store)(nil)
@@ -53,8 +52,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch {
 	case cmd == "version", cmd == "serve" && len(args) > 0 && (args[0] == "--version" || args[0] == "-version"):
-		_, err := fmt.Fprintln(stdout, "pgsse", version)
-		return err
+		return printVersion(stdout)
 	case cmd == "help":
 		// pgsse help [command]: that command's help, as --help would print it.
 		cmd = "serve"
@@ -125,95 +123,4 @@ func newLogger(cfg config, stdout io.Writer) (zerolog.Logger, error) {
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(out).Level(level).With().Timestamp().Logger(), nil
-}
-
-func migrate(ctx context.Context, cfg config, log zerolog.Logger) error {
-	store, err := db.Open(cfg.DatabaseURL, 2, db.VideosSchema(cfg.VideosSchema))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	return store.Migrate(ctx, migrationLog{log})
-}
-
-// healthcheck asks the pgsse listening on this host's PGSSE_ADDR for /readyz.
-func healthcheck(cfg config) error {
-	host, port, err := net.SplitHostPort(cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("healthcheck: PGSSE_ADDR %q: %w", cfg.Addr, err)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	client := http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/readyz")
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: /readyz answered %d", resp.StatusCode)
-	}
-	return nil
-}
-
-// simulate runs the demo's processing simulator until a signal.
-func simulate(ctx context.Context, cfg config, log zerolog.Logger) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	store, err := db.Open(cfg.DatabaseURL, 4, db.VideosSchema(cfg.VideosSchema))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	if err := migrateWithRetry(ctx, store, log, nil); err != nil || ctx.Err() != nil {
-		return err
-	}
-	log.Info().Msg("demo simulator running")
-	return demo.NewSimulator(store, log).Run(ctx)
-}
-
-// migrationLog turns dbmate's progress lines into log lines.
-type migrationLog struct{ log zerolog.Logger }
-
-func (m migrationLog) Write(p []byte) (int, error) {
-	if line := strings.TrimSpace(string(p)); line != "" {
-		m.log.Info().Str("dbmate", line).Msg("migration")
-	}
-	return len(p), nil
-}
-
-// migrateWithRetry applies migrations, waiting for the database if it is not up
-// yet: the process stays alive (and not ready) meanwhile.
-// migrateWithRetry applies the migrations until it succeeds or ctx ends;
-// onFault (if not nil) hears of each failure's classification, and of nil once
-// they are applied.
-func migrateWithRetry(ctx context.Context, store *db.Store, log zerolog.Logger, onFault func(*db.Fault)) error {
-	if onFault == nil {
-		onFault = func(*db.Fault) {}
-	}
-	backoff := 250 * time.Millisecond
-	for {
-		err := store.Migrate(ctx, migrationLog{log})
-		if err == nil {
-			onFault(nil)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		ev := log.Warn()
-		f := db.Classify(err)
-		if !f.Outage {
-			ev = log.Error().Str("sqlstate", f.SQLState).Str("hint", f.Hint)
-		}
-		onFault(&f)
-		ev.Err(err).Dur("retry_in", backoff).Msg("migrations not applied; retrying")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, db.MaxRetryBackoff)
-	}
 }
