@@ -82,7 +82,7 @@ fuzz:
 
 # Refresh the README's screenshot of the demo page (taken by the browser test).
 screenshot:
-	$(MAKE) test TESTFLAGS="-run TestBrowser_LivePage ./" PGSSE_SCREENSHOT=$(CURDIR)/docs/demo.png
+	$(MAKE) test TESTFLAGS="-run TestBrowser_LivePage ./e2e" PGSSE_SCREENSHOT=$(CURDIR)/docs/demo.png
 
 db-stop:
 	scripts/pg.sh stop $(RUN_PG_DIR)

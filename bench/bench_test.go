@@ -6,22 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/testbin"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
+}
 
 // TestSmoke runs the load tool briefly against a real pgsse: 500 streams over
 // 10 topics, 100 events/s for 5 s, both ways of writing. Correctness, not
 // timing: every stream gets every event of its topic once.
 func TestSmoke(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "pgsse")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("build pgsse: %v\n%s", err, out)
-	}
+	bin := testbin.BuildRelease(t)
 	url := dbtest.New(t)
 	db, err := sql.Open("postgres", url)
 	if err != nil {
@@ -55,10 +57,7 @@ var largeClients = flag.Int("large-clients", 8, "clients of TestLargeReplay_Memo
 // make test runs the 8-client case; -large-clients=50 runs the other
 // (a minute: 5 GB delivered).
 func TestLargeReplay_MemoryBounded(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "pgsse")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("build pgsse: %v\n%s", err, out)
-	}
+	bin := testbin.BuildRelease(t)
 	limits := map[int]float64{8: 256 << 20, 50: 512 << 20}
 	for _, c := range []struct {
 		clients int
@@ -92,16 +91,13 @@ var (
 // TestBurst_CaughtUpInPlace: one UPDATE of -burst-rows videos watched by
 // -burst-streams videos/* streams, against a non-race build: every stream gets
 // every event once, in order, on its first connection; it reports peak RSS.
-// make test runs the root package's smaller TestStream_BurstCaughtUpInPlace;
+// make test runs e2e's smaller TestStream_BurstCaughtUpInPlace;
 // this one takes minutes: go test ./bench -run TestBurst -burst-streams=100 -v
 func TestBurst_CaughtUpInPlace(t *testing.T) {
 	if *burstStreams == 0 {
 		t.Skip("set -burst-streams")
 	}
-	bin := filepath.Join(t.TempDir(), "pgsse")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("build pgsse: %v\n%s", err, out)
-	}
+	bin := testbin.BuildRelease(t)
 	url := dbtest.New(t)
 	db := dbtest.Open(t, url)
 	var peak float64

@@ -21,6 +21,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/testbin"
 )
 
 var (
@@ -36,6 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(scratch)
+	testbin.Remove()
 	os.Exit(code)
 }
 
@@ -142,9 +144,9 @@ var (
 	buildOut  []byte
 )
 
-// builtBinary runs the Dockerfile's build command, as written, in a copy of the
+// dockerfileBinary runs the Dockerfile's build command, as written, in a copy of the
 // source tree, and returns the binary it made.
-func builtBinary(t *testing.T) string {
+func dockerfileBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		var cmd string
@@ -184,7 +186,7 @@ func builtBinary(t *testing.T) string {
 // TestDockerfile_Build: the builder stage's command makes a static binary that
 // starts and answers /healthz with its stamped version.
 func TestDockerfile_Build(t *testing.T) {
-	bin := builtBinary(t)
+	bin := dockerfileBinary(t)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"pgsse/internal/testbin"
 	"strconv"
 	"strings"
 	"testing"
@@ -203,7 +204,7 @@ func TestKustomize_Base(t *testing.T) {
 	}
 
 	// Probes: on declared ports, at paths the binary serves.
-	bin := builtBinary(t)
+	bin := testbin.Build(t)
 	var env []string
 	for k, v := range cm.Data {
 		if k != "PGSSE_ADDR" && k != "PGSSE_ADMIN_ADDR" && k != "PGSSE_AUTH_MODE" && k != "PGSSE_TRUSTED_PROXIES" {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"pgsse/internal/testbin"
 	"slices"
 	"strings"
 	"testing"
@@ -131,7 +132,7 @@ func TestKeyFile_SecretRotation(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "keys"), filepath.Join(mount, "keys")); err != nil {
 		t.Fatal(err)
 	}
-	base := startBinary(t, builtBinary(t), []string{"PGSSE_AUTH_MODE=jwt", "PGSSE_JWT_KEY_FILE=" + filepath.Join(mount, "keys")})
+	base := startBinary(t, testbin.Build(t), []string{"PGSSE_AUTH_MODE=jwt", "PGSSE_JWT_KEY_FILE=" + filepath.Join(mount, "keys")})
 
 	status := func(priv ed25519.PrivateKey) int {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{

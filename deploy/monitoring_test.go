@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/testbin"
 )
 
 // alertRules parses deploy/monitoring's PrometheusRule with Prometheus's own
@@ -190,7 +191,7 @@ func queriedMetrics(t *testing.T) map[string][]string {
 // test makes one).
 func TestMonitoring_MetricsExported(t *testing.T) {
 	dbURL := dbtest.New(t)
-	base := startBinary(t, builtBinary(t), []string{"DATABASE_URL=" + dbURL})
+	base := startBinary(t, testbin.Build(t), []string{"DATABASE_URL=" + dbURL})
 	sqlDB := dbtest.Open(t, dbURL)
 	dbtest.Exec(t, sqlDB, `ALTER TABLE pgsse.events RENAME COLUMN topic TO topic_gone`)
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.publish('video.progress', 'videos/a', '{"video_id": "a", "percent": 1, "stage": "probe"}')`)

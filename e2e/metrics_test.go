@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"net/http"
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/testbin"
 )
 
 // scrape reads url's /metrics into "name{label=value,…}" → value; histograms
@@ -81,7 +82,7 @@ func TestMetrics(t *testing.T) {
 	m := scrape(t, p.URL)
 	for key, want := range map[string]float64{
 		"pgsse_streams_open": 0, "pgsse_listener_connected": 1, "pgsse_database_up": 1,
-		"pgsse_build_info{version=dev}": 1, "pgsse_events_read_total": 0,
+		"pgsse_build_info{version=" + testbin.Version + "}": 1, "pgsse_events_read_total": 0,
 	} {
 		if m[key] != want {
 			t.Errorf("at start %s = %v, want %v", key, m[key], want)

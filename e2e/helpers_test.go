@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -24,20 +24,22 @@ import (
 	gosse "github.com/tmaxmax/go-sse"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/testbin"
 )
 
-// TestMain lets the test binary stand in for pgsse: run with PGSSE_AS_MAIN=1 it
-// is the real main, built with the race detector like the tests.
+// TestMain runs the tests from the repository's root (they read its README,
+// docs and Makefile, and run make), then removes the pgsse binary they ran.
 func TestMain(m *testing.M) {
-	if os.Getenv("PGSSE_AS_MAIN") == "1" {
-		// The harness's own variables are not pgsse settings.
-		for _, name := range []string{"PGSSE_AS_MAIN", "PGSSE_TEST_DATABASE_URL", "PGSSE_SCREENSHOT"} {
-			os.Unsetenv(name)
-		}
-		main()
-		os.Exit(0)
+	if os.Getenv("PGSSE_TEST_DATABASE_URL") == "" {
+		fmt.Println("e2e: PGSSE_TEST_DATABASE_URL is not set: every test skips (make test runs them against a throwaway PostgreSQL)")
 	}
-	os.Exit(m.Run())
+	if err := os.Chdir(".."); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
 }
 
 // proc is a pgsse process.
@@ -69,8 +71,14 @@ func (s *syncBuffer) String() string {
 
 // command runs pgsse with args against dbURL; env adds variables.
 func command(t *testing.T, dbURL string, env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "PGSSE_AS_MAIN=1", "DATABASE_URL="+dbURL, "PGSSE_LOG_FORMAT=json", "PGSSE_LOG_LEVEL=debug",
+	cmd := exec.Command(testbin.Build(t), args...)
+	// The harness's own variables are no pgsse settings.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PGSSE_TEST_DATABASE_URL=") && !strings.HasPrefix(kv, "PGSSE_SCREENSHOT=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "DATABASE_URL="+dbURL, "PGSSE_LOG_FORMAT=json", "PGSSE_LOG_LEVEL=debug",
 		"PGSSE_AUTH_MODE=none", "PGSSE_CONNECT_RATE=0", "PGSSE_MAX_STREAMS_PER_IP=0", // tests that need auth or limits set them
 		"GORACE=atexit_sleep_ms=0") // the race detector would add a second to every exit
 	cmd.Env = append(cmd.Env, env...)
