@@ -2,6 +2,9 @@ package deploy_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -39,5 +42,30 @@ func TestKustomize_Upgrade(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKustomize_SetImageNames: the README's kubectl set image names the
+// containers the Deployment has: the server's in every variant, and the
+// init container's where deploy/migrate-init adds it.
+func TestKustomize_SetImageNames(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := regexp.MustCompile(`kubectl set image deployment/(\S+) (\w+)=`).FindSubmatch(readme)
+	initc := regexp.MustCompile(`deploy/migrate-init, add (\w+)=`).FindSubmatch(readme)
+	if server == nil || initc == nil {
+		t.Fatal("the README's release steps no longer say kubectl set image for both containers")
+	}
+	for _, v := range variants {
+		pod := one(t, "Deployments", render(t, overlay(t, v, nil, "")).deployments)
+		if pod.Name != string(server[1]) || pod.Spec.Template.Spec.Containers[0].Name != string(server[2]) {
+			t.Errorf("%s: the README sets deployment/%s container %s; the manifests have deployment/%s container %s",
+				v, server[1], server[2], pod.Name, pod.Spec.Template.Spec.Containers[0].Name)
+		}
+		if len(v.components) > 0 && one(t, "init containers", pod.Spec.Template.Spec.InitContainers).Name != string(initc[1]) {
+			t.Errorf("%s: the README names the init container %s", v, initc[1])
+		}
 	}
 }

@@ -37,7 +37,9 @@ func TestDocs_EveryBlockAccounted(t *testing.T) {
 		{"README.md", "SELECT pgsse.publish('video.progress'", "TestDocs_QuickStart"},
 		{"docs/database.md", "-f deploy/postgres/roles.sql", "TestRolesScript"},
 		{"docs/database.md", "REVOKE EXECUTE ON FUNCTION pgsse.publish", "TestRolesScript"},
+		{"README.md", "CREATE FUNCTION pgsse.thumbnail_ready()", "TestDocs_AddingAKind"},
 		{"docs/security.md", "jwt.NewWithClaims", illustrative}, // a fragment of the reader's own API
+		{"README.md", "make image IMAGE=registry.example.com/pgsse", "TestRelease_Make"}, // and TestKustomize_SetImageNames
 		{"docs/security.md", "openssl dgst -sha256 -hmac", "TestDocs_ShellToken"},
 	}
 	files, _ := filepath.Glob("docs/*.md")
@@ -271,4 +273,28 @@ func TestDocs_ShellToken(t *testing.T) {
 	if !strings.Contains(string(out), "event: video.status") {
 		t.Errorf("the recipe's stream printed %q, want the video's snapshot", out)
 	}
+}
+
+// TestDocs_AddingAKind applies the README's example migration for a new kind
+// (its up part, as written) and streams what it publishes, untyped.
+func TestDocs_AddingAKind(t *testing.T) {
+	dbURL := dbtest.New(t)
+	sqlDB := dbtest.Open(t, dbURL)
+	dbtest.Exec(t, sqlDB, `CREATE TABLE thumbnails (video_id text NOT NULL, url text NOT NULL)`)
+	migration := findBlock(t, "README.md", "CREATE FUNCTION pgsse.thumbnail_ready()").text
+	up, _, ok := strings.Cut(migration, "-- migrate:down")
+	if !ok {
+		t.Fatal("the example migration has no down part")
+	}
+	dbtest.Exec(t, sqlDB, up)
+	p := startPgsse(t, dbURL)
+	s := open(t, p.URL+"/events?topic=videos/abc123", "")
+	dbtest.Exec(t, sqlDB, `INSERT INTO thumbnails VALUES ('abc123', 'https://cdn.example.com/abc123.jpg')`)
+	got := s.next(t)
+	var data map[string]string
+	_ = json.Unmarshal(got.env.Data, &data)
+	if got.Event.Type != "thumbnail.ready" || data["video_id"] != "abc123" || data["url"] != "https://cdn.example.com/abc123.jpg" {
+		t.Errorf("got %s %s, want thumbnail.ready with the row's video_id and url", got.Event.Type, got.env.Data)
+	}
+	dbtest.Exec(t, sqlDB, strings.SplitN(migration, "-- migrate:down", 2)[1])
 }

@@ -22,14 +22,15 @@ func docBlocks(t *testing.T, file string) []docBlock {
 	var blocks []docBlock
 	var open *docBlock
 	for i, line := range strings.Split(string(raw), "\n") {
+		fence := strings.TrimLeft(line, " ") // blocks in list items are indented
 		switch {
-		case open == nil && strings.HasPrefix(line, "```"):
-			open = &docBlock{file: file, lang: strings.TrimPrefix(line, "```"), line: i + 1}
-		case open != nil && line == "```":
+		case open == nil && strings.HasPrefix(fence, "```"):
+			open = &docBlock{file: file, lang: strings.TrimPrefix(fence, "```"), line: i + 1}
+		case open != nil && fence == "```":
 			blocks = append(blocks, *open)
 			open = nil
 		case open != nil:
-			open.text += line + "\n"
+			open.text += strings.TrimPrefix(line, "  ") + "\n"
 		}
 	}
 	if open != nil {
