@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	neturl "net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/doctest"
 )
 
 // TestRolesScript: deploy/postgres/roles.sql creates a role that is neither
@@ -46,7 +46,7 @@ func TestRolesScript(t *testing.T) {
 	dbtest.Exec(t, app, `CREATE ROLE `+worker+` LOGIN; CREATE ROLE `+other+` LOGIN;
 		GRANT SELECT, INSERT, UPDATE ON public.videos TO `+worker+`, `+other)
 	t.Cleanup(func() { dbtest.Exec(t, app, `DROP OWNED BY `+worker+`, `+other+`; DROP ROLE `+worker+`, `+other) })
-	restrict := strings.ReplaceAll(findDocBlock(t, "../docs/database.md", "REVOKE EXECUTE ON FUNCTION pgsse.publish"), "app_worker", worker)
+	restrict := strings.ReplaceAll(doctest.Find(t, "../docs/database.md", "REVOKE EXECUTE ON FUNCTION pgsse.publish").Text, "app_worker", worker)
 	dbtest.Exec(t, dbtest.Open(t, url), restrict) // as pgsse's role, the function's owner
 
 	as := func(name string) *dbURL {
@@ -79,23 +79,4 @@ type dbURL struct {
 func (d *dbURL) exec(query string) error {
 	_, err := dbtest.Open(d.t, d.url).Exec(query)
 	return err
-}
-
-// findDocBlock returns the one fenced code block of file containing marker.
-func findDocBlock(t *testing.T, file, marker string) string {
-	t.Helper()
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []string
-	for i, part := range strings.Split(string(raw), "```") {
-		if i%2 == 1 && strings.Contains(part, marker) {
-			found = append(found, part[strings.Index(part, "\n")+1:])
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("%s: %d code blocks contain %q, want 1", file, len(found), marker)
-	}
-	return found[0]
 }

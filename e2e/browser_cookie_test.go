@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/doctest"
 )
 
 // TestBrowser_CrossOriginCookieRenewal runs the README's cross-origin recipe
@@ -27,8 +28,8 @@ func TestBrowser_CrossOriginCookieRenewal(t *testing.T) {
 	sqlDB := dbtest.Open(t, url0)
 	dbtest.InsertVideo(t, sqlDB, "abc123")
 
-	cookieRecipe := strings.TrimPrefix(findBlock(t, "README.md", "Set-Cookie: pgsse_token=").text, "Set-Cookie: ")
-	script := findBlock(t, "README.md", "auth.expired").text
+	cookieRecipe := strings.TrimPrefix(doctest.Find(t, "README.md", "Set-Cookie: pgsse_token=").Text, "Set-Cookie: ")
+	script := doctest.Find(t, "README.md", "auth.expired").Text
 
 	// The app: a page with the README's script, and the renewal endpoint it
 	// calls. Tokens live 2 s, so the stream expires and is renewed repeatedly.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/doctest"
 )
 
 // TestConnections_PerReplica: one pgsse never holds more database
@@ -17,7 +18,7 @@ import (
 // by, from its start (migrations) through a herd of clients opening streams
 // with snapshots while the log moves.
 func TestConnections_PerReplica(t *testing.T) {
-	line := findLine(t, "docs/database.md", "per replica, at most")
+	line := doctest.Line(t, "docs/database.md", "per replica, at most")
 	var documented int
 	fmt.Sscan(regexp.MustCompile(`\*\*(\d+)\*\*`).FindStringSubmatch(line)[1], &documented)
 

@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"pgsse/internal/dbtest"
+	"pgsse/internal/doctest"
 )
 
 // TestDocs_EveryBlockAccounted: every code block of README.md and docs/ is run
@@ -38,7 +39,7 @@ func TestDocs_EveryBlockAccounted(t *testing.T) {
 		{"docs/database.md", "-f deploy/postgres/roles.sql", "TestRolesScript"},
 		{"docs/database.md", "REVOKE EXECUTE ON FUNCTION pgsse.publish", "TestRolesScript"},
 		{"README.md", "CREATE FUNCTION pgsse.thumbnail_ready()", "TestDocs_AddingAKind"},
-		{"docs/security.md", "jwt.NewWithClaims", illustrative}, // a fragment of the reader's own API
+		{"docs/security.md", "jwt.NewWithClaims", illustrative},                          // a fragment of the reader's own API
 		{"README.md", "make image IMAGE=registry.example.com/pgsse", "TestRelease_Make"}, // and TestKustomize_SetImageNames
 		{"docs/security.md", "openssl dgst -sha256 -hmac", "TestDocs_ShellToken"},
 	}
@@ -46,15 +47,15 @@ func TestDocs_EveryBlockAccounted(t *testing.T) {
 	tests := testSources(t)
 	used := make([]bool, len(accounts))
 	for _, file := range append([]string{"README.md"}, files...) {
-		for _, b := range docBlocks(t, file) {
+		for _, b := range doctest.Blocks(t, file) {
 			n := 0
 			for i, a := range accounts {
-				if a.file == file && strings.Contains(b.text, a.marker) {
+				if a.file == file && strings.Contains(b.Text, a.marker) {
 					n, used[i] = n+1, true
 				}
 			}
 			if n != 1 {
-				t.Errorf("%s:%d: the code block matches %d entries here, want 1: run it in a test, or list it as illustrative", file, b.line, n)
+				t.Errorf("%s:%d: the code block matches %d entries here, want 1: run it in a test, or list it as illustrative", file, b.Line, n)
 			}
 		}
 	}
@@ -147,11 +148,11 @@ func shell(t *testing.T, script string, env ...string) *exec.Cmd {
 func TestDocs_QuickStart(t *testing.T) {
 	dbURL := dbtest.NewEmpty(t)
 	p := startPgsse(t, dbURL)
-	local := func(b docBlock) string {
-		return strings.NewReplacer("http://localhost:8080", p.URL, "postgres://postgres@127.0.0.1:54320/pgsse", dbURL).Replace(b.text)
+	local := func(b doctest.Block) string {
+		return strings.NewReplacer("http://localhost:8080", p.URL, "postgres://postgres@127.0.0.1:54320/pgsse", dbURL).Replace(b.Text)
 	}
 
-	curl := shell(t, local(findBlock(t, "README.md", "curl -N 'http://localhost:8080/events?topic=videos/abc123'")))
+	curl := shell(t, local(doctest.Find(t, "README.md", "curl -N 'http://localhost:8080/events?topic=videos/abc123'")))
 	stdout, err := curl.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,23 +168,23 @@ func TestDocs_QuickStart(t *testing.T) {
 			t.Fatal("curl's stream did not open")
 		}
 	}
-	if out, err := shell(t, local(findBlock(t, "README.md", "psql postgres://postgres@127.0.0.1:54320/pgsse"))).CombinedOutput(); err != nil {
+	if out, err := shell(t, local(doctest.Find(t, "README.md", "psql postgres://postgres@127.0.0.1:54320/pgsse"))).CombinedOutput(); err != nil {
 		t.Fatalf("the README's psql commands: %v\n%s", err, out)
 	}
-	if out, err := exec.Command("psql", dbURL, "-v", "ON_ERROR_STOP=1", "-c", findBlock(t, "README.md", "SELECT pgsse.publish('video.progress'").text).CombinedOutput(); err != nil {
+	if out, err := exec.Command("psql", dbURL, "-v", "ON_ERROR_STOP=1", "-c", doctest.Find(t, "README.md", "SELECT pgsse.publish('video.progress'").Text).CombinedOutput(); err != nil {
 		t.Fatalf("the README's pgsse.publish: %v\n%s", err, out)
 	}
 
 	var want []sseEvent
 	var name string
-	for _, line := range strings.Split(findBlock(t, "README.md", "retry: 2451").text, "\n") {
+	for _, line := range strings.Split(doctest.Find(t, "README.md", "retry: 2451").Text, "\n") {
 		if n, ok := strings.CutPrefix(line, "event: "); ok {
 			name = n
 		} else if d, ok := strings.CutPrefix(line, "data: "); ok {
 			want = append(want, parseEvent(t, name, d))
 		}
 	}
-	published := regexp.MustCompile(`'(\{.*\})'`).FindStringSubmatch(findBlock(t, "README.md", "SELECT pgsse.publish('video.progress'").text)[1]
+	published := regexp.MustCompile(`'(\{.*\})'`).FindStringSubmatch(doctest.Find(t, "README.md", "SELECT pgsse.publish('video.progress'").Text)[1]
 	want = append(want, parseEvent(t, "video.progress", `{"kind":"video.progress","topic":"videos/abc123","data":`+published+`}`))
 	for i, w := range want {
 		select {
@@ -222,7 +223,7 @@ func metric(t *testing.T, p *proc, name string) string {
 // server answers, byte for byte.
 func TestDocs_BadRequest(t *testing.T) {
 	p := startPgsse(t, dbtest.New(t))
-	line := findLine(t, "README.md", `{"error":"unknown parameter`)
+	line := doctest.Line(t, "README.md", `{"error":"unknown parameter`)
 	want := regexp.MustCompile("`(\\{\"error\".*?\\})`").FindStringSubmatch(line)[1]
 	param := regexp.MustCompile(`unknown parameter \\"(\w+)\\"`).FindStringSubmatch(want)[1]
 	resp := get(t, p.URL+"/events?"+param+"=videos/abc123")
@@ -246,7 +247,7 @@ func jwtPgsse(t *testing.T) *proc {
 // topics they list and nothing else.
 func TestDocs_TokenClaims(t *testing.T) {
 	p := jwtPgsse(t)
-	text := strings.ReplaceAll(findBlock(t, "README.md", `"exp": <now + 900>`).text, "<now + 900>", fmt.Sprint(time.Now().Unix()+900))
+	text := strings.ReplaceAll(doctest.Find(t, "README.md", `"exp": <now + 900>`).Text, "<now + 900>", fmt.Sprint(time.Now().Unix()+900))
 	var c jwt.MapClaims
 	if err := json.Unmarshal([]byte(text), &c); err != nil {
 		t.Fatalf("the README's claims: %v", err)
@@ -266,7 +267,7 @@ func TestDocs_TokenClaims(t *testing.T) {
 func TestDocs_ShellToken(t *testing.T) {
 	p := jwtPgsse(t)
 	script := strings.NewReplacer("http://localhost:8080", p.URL, "curl -N", "curl -sN --max-time 3").
-		Replace(findBlock(t, "docs/security.md", "openssl dgst -sha256 -hmac").text)
+		Replace(doctest.Find(t, "docs/security.md", "openssl dgst -sha256 -hmac").Text)
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Env = append(os.Environ(), "PGSSE_JWT_SECRET="+testSecret)
 	out, _ := cmd.CombinedOutput() // curl ends at --max-time
@@ -281,7 +282,7 @@ func TestDocs_AddingAKind(t *testing.T) {
 	dbURL := dbtest.New(t)
 	sqlDB := dbtest.Open(t, dbURL)
 	dbtest.Exec(t, sqlDB, `CREATE TABLE thumbnails (video_id text NOT NULL, url text NOT NULL)`)
-	migration := findBlock(t, "README.md", "CREATE FUNCTION pgsse.thumbnail_ready()").text
+	migration := doctest.Find(t, "README.md", "CREATE FUNCTION pgsse.thumbnail_ready()").Text
 	up, _, ok := strings.Cut(migration, "-- migrate:down")
 	if !ok {
 		t.Fatal("the example migration has no down part")

@@ -1,4 +1,6 @@
-package e2e
+// Package doctest reads the code blocks and lines of the repository's
+// documents, for the tests that run what the documents show.
+package doctest
 
 import (
 	"os"
@@ -6,45 +8,45 @@ import (
 	"testing"
 )
 
-// docBlock is a fenced code block of a document.
-type docBlock struct {
-	file, lang, text string
-	line             int
+// Block is a fenced code block of a document.
+type Block struct {
+	File, Lang, Text string
+	Line             int // where its opening fence is
 }
 
-// docBlocks returns the fenced code blocks of file, in order.
-func docBlocks(t *testing.T, file string) []docBlock {
+// Blocks returns the fenced code blocks of file, in order.
+func Blocks(t testing.TB, file string) []Block {
 	t.Helper()
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var blocks []docBlock
-	var open *docBlock
+	var blocks []Block
+	var open *Block
 	for i, line := range strings.Split(string(raw), "\n") {
 		fence := strings.TrimLeft(line, " ") // blocks in list items are indented
 		switch {
 		case open == nil && strings.HasPrefix(fence, "```"):
-			open = &docBlock{file: file, lang: strings.TrimPrefix(fence, "```"), line: i + 1}
+			open = &Block{File: file, Lang: strings.TrimPrefix(fence, "```"), Line: i + 1}
 		case open != nil && fence == "```":
 			blocks = append(blocks, *open)
 			open = nil
 		case open != nil:
-			open.text += strings.TrimPrefix(line, "  ") + "\n"
+			open.Text += strings.TrimPrefix(line, "  ") + "\n"
 		}
 	}
 	if open != nil {
-		t.Fatalf("%s:%d: a code block is never closed", file, open.line)
+		t.Fatalf("%s:%d: a code block is never closed", file, open.Line)
 	}
 	return blocks
 }
 
-// findBlock returns the one block of file that contains marker.
-func findBlock(t *testing.T, file, marker string) docBlock {
+// Find returns the one block of file that contains marker.
+func Find(t testing.TB, file, marker string) Block {
 	t.Helper()
-	var found []docBlock
-	for _, b := range docBlocks(t, file) {
-		if strings.Contains(b.text, marker) {
+	var found []Block
+	for _, b := range Blocks(t, file) {
+		if strings.Contains(b.Text, marker) {
 			found = append(found, b)
 		}
 	}
@@ -54,8 +56,8 @@ func findBlock(t *testing.T, file, marker string) docBlock {
 	return found[0]
 }
 
-// findLine returns the one line of file's text that contains marker.
-func findLine(t *testing.T, file, marker string) string {
+// Line returns the one line of file's text that contains marker.
+func Line(t testing.TB, file, marker string) string {
 	t.Helper()
 	raw, err := os.ReadFile(file)
 	if err != nil {
