@@ -1,8 +1,8 @@
 # The two commands: `make run` and `make test`. Without DATABASE_URL, `make run`
-# uses a throwaway PostgreSQL in .pgdata/run (stopped when it exits); `make test` always uses its own in
-# .pgdata/test, started from the installed server binaries and stopped afterwards,
-# and first installs what the tests need (scripts/deps.sh: PostgreSQL, curl,
-# Chromium) if the machine lacks it.
+# uses a throwaway PostgreSQL in .pgdata/run (stopped when it exits); `make
+# test` always uses its own in .pgdata/test, started from the installed server
+# binaries and stopped afterwards, and first installs what the tests need
+# (scripts/deps.sh: PostgreSQL, curl, Chromium) if the machine lacks it.
 
 RUN_PG_PORT  ?= 54320
 RUN_PG_DIR   ?= .pgdata/run
@@ -26,7 +26,7 @@ IMAGE        ?= pgsse
 run:
 	@own=; [ -n "$${DATABASE_URL:-}" ] && own=yes; \
 	if [ -n "$$own" ]; then url=$$DATABASE_URL; else url=$$(scripts/pg.sh start $(RUN_PG_DIR) $(RUN_PG_PORT)) || exit 1; fi; \
-	simulate=$${SIMULATE:-$${own:+false}}; simulate=$${simulate:-true}; \
+	simulate=$${SIMULATE:-$${own:+false}}; simulate=$${simulate:-$${PGSSE_DEMO:-true}}; \
 	sim=; cleanup() { \
 		[ -n "$$sim" ] && kill $$sim 2>/dev/null; \
 		[ -z "$$own" ] && scripts/pg.sh stop $(RUN_PG_DIR) && \
