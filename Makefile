@@ -11,12 +11,13 @@ GO           ?= go
 TESTFLAGS    ?=
 
 BENCH_PG_PORT ?= 54322
+BENCH_DURABLE_PG_PORT ?= 54324
 
 # The version stamped into builds and images: the nearest tag, else the commit.
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE        ?= pgsse
 
-.PHONY: run test bench build image vet fuzz screenshot db-stop
+.PHONY: run test bench bench-commit build image vet fuzz screenshot db-stop
 
 # With PGSSE_DEMO=true (the default here) the demo page is served at /. The
 # processing simulator runs beside pgsse, writing fake videos through SQL as a
@@ -53,7 +54,8 @@ BENCH_BASELINE ?= e13392a
 
 # The standard load suite behind BENCHMARKS.md (several minutes): a throwaway
 # PostgreSQL in .pgdata/bench, a fresh pgsse per scenario, the baselines, and
-# the compared scenarios also run on BENCH_BASELINE's build.
+# the compared scenarios also run on BENCH_BASELINE's build; then the commit
+# path (bench-commit).
 bench:
 	@scripts/deps.sh
 	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
@@ -63,7 +65,19 @@ bench:
 	(cd bin/baseline-src && $(GO) build -o ../pgsse-baseline .) && \
 	DATABASE_URL="$$url" bin/pgsse migrate >/dev/null && \
 	bin/bench -suite -pgsse bin/pgsse -baseline bin/pgsse-baseline -db "$$url" -out bin/bench-results; \
-	status=$$?; scripts/pg.sh stop .pgdata/bench; exit $$status
+	status=$$?; scripts/pg.sh stop .pgdata/bench; [ $$status = 0 ] && $(MAKE) --no-print-directory bench-commit || exit $$status
+
+# The commit path (a few minutes): pgbench's single-row UPDATE with pgsse's
+# triggers against a bare trigger + pg_notify, at 1, 4 and 16 writers, and one
+# 10 000-row UPDATE, on a throwaway cluster with fsync off (.pgdata/bench) and
+# one with PostgreSQL's durable defaults (.pgdata/bench-durable).
+bench-commit:
+	@scripts/deps.sh
+	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
+	durable="$$(PG_DURABLE=1 scripts/pg.sh start .pgdata/bench-durable $(BENCH_DURABLE_PG_PORT))" || exit 1; \
+	$(GO) build -o bin/pgsse . && $(GO) build -o bin/bench ./bench && \
+	bin/bench -commit "durable=$$durable,fsync-off=$$url" -pgsse bin/pgsse -out bin/bench-commit; \
+	status=$$?; scripts/pg.sh stop .pgdata/bench; scripts/pg.sh stop .pgdata/bench-durable; exit $$status
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o pgsse .
@@ -88,3 +102,4 @@ db-stop:
 	scripts/pg.sh stop $(RUN_PG_DIR)
 	scripts/pg.sh stop .pgdata/test
 	scripts/pg.sh stop .pgdata/bench
+	scripts/pg.sh stop .pgdata/bench-durable

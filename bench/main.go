@@ -7,6 +7,7 @@
 //
 //	go run ./bench -url http://127.0.0.1:8080 -pid 1234 -db postgres://… -streams 1000 -rate 100
 //	go run ./bench -suite -pgsse ./pgsse -db postgres://…    (make bench)
+//	go run ./bench -commit durable=postgres://…,fsync-off=postgres://… -pgsse ./pgsse    (make bench-commit)
 //
 // Output: one JSON record per scenario on stdout, and a Markdown table row.
 package main
@@ -97,6 +98,7 @@ func run() error {
 		pid                  int
 		sc                   scenario
 		suiteMode, worker    bool
+		commit               string
 	)
 	flag.StringVar(&url, "url", "http://127.0.0.1:8080", "pgsse to load")
 	flag.IntVar(&pid, "pid", 0, "pgsse's process id, for RSS and CPU (0: not measured)")
@@ -106,6 +108,7 @@ func run() error {
 	flag.StringVar(&only, "only", "", "with -suite: run only the scenarios whose name matches this regular expression (the baselines need \"baseline\")")
 	flag.StringVar(&out, "out", "", "with -suite: also write the JSON records and the table here (prefix)")
 	flag.BoolVar(&suiteMode, "suite", false, "run the standard suite, baselines included")
+	flag.StringVar(&commit, "commit", "", "compare the commit path with pgbench on these clusters, name=url[,name=url…] (with -pgsse)")
 	flag.BoolVar(&worker, "worker", false, "internal: be a client process of a multi-process run")
 	flag.IntVar(&sc.Streams, "streams", 100, "streams to open")
 	flag.IntVar(&sc.Topics, "topics", 1, "topics the streams and the writes spread over")
@@ -119,6 +122,22 @@ func run() error {
 	ctx := context.Background()
 	if worker {
 		return runWorker(ctx, url, sc)
+	}
+	if commit != "" {
+		clusters, err := parseClusters(commit)
+		if err != nil {
+			return err
+		}
+		var w io.Writer = os.Stdout
+		if out != "" {
+			f, err := os.Create(out + ".md")
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = io.MultiWriter(os.Stdout, f)
+		}
+		return runCommitPath(ctx, bin, clusters, w)
 	}
 	if dbURL == "" {
 		return errors.New("no database: -db or DATABASE_URL")

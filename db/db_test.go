@@ -236,7 +236,7 @@ func TestEvents_LargeTransaction(t *testing.T) {
 
 	l := pq.NewListener(url, time.Millisecond, time.Second, nil)
 	defer l.Close()
-	if err := l.Listen("pgsse_events"); err != nil {
+	if err := l.Listen("pgsse_incoming"); err != nil {
 		t.Fatal(err)
 	}
 	dbtest.Exec(t, sqlDB, `UPDATE videos SET processing_status = 'processed'`)
@@ -259,7 +259,11 @@ func TestEvents_LargeTransaction(t *testing.T) {
 		t.Errorf("distinct videos = %d, want 10000", len(seen))
 	}
 	// One doorbell for the whole transaction.
-	<-l.Notify
+	select {
+	case <-l.Notify:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no doorbell for the transaction")
+	}
 	select {
 	case n := <-l.Notify:
 		t.Errorf("second notification %+v for one commit", n)

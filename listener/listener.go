@@ -1,6 +1,7 @@
 // Package listener turns the log into an ordered stream of typed events. It holds
 // the process's one lib/pq Listener, on the doorbell channels: pgsse_incoming
-// (a writer committed events) and pgsse_events (they have ids in the log).
+// (a writer committed events) and pgsse_events (another replica of an earlier
+// version gave them ids in the log).
 //
 // A wake-up first sequences what writers committed (gives it ids in the log)
 // when that is due — a ring of pgsse_incoming, a reconnect, the poll — then
@@ -30,8 +31,10 @@ import (
 	"pgsse/event"
 )
 
-// The doorbells: writers ring pgsse_incoming when they commit events, the
-// sequencer rings pgsse_events when it has moved them into the log.
+// The doorbells: writers ring pgsse_incoming when they commit events; every
+// replica sequences on it, then reads. The sequencer of earlier versions also
+// rang pgsse_events after moving events into the log; it is still heard, so
+// that replicas of both versions serve together during a rollout.
 const (
 	incomingChannel = "pgsse_incoming"
 	eventsChannel   = "pgsse_events"
@@ -92,6 +95,30 @@ type Listener struct {
 	// of pgsse_incoming, a reconnect, the poll, a failed attempt). A ring of
 	// pgsse_events alone needs only a read: the events already have ids.
 	sequenceDue atomic.Bool
+	caughtUp    time.Time // when catchUp last started; owned by Run
+}
+
+// catchUpGap is the least time between two catch-ups (a Sequence, a commit
+// of its own with a WAL flush, and the reads after it). At every ring of a
+// busy database they would take flushes and CPU from the writers (a durable
+// single-row UPDATE ran at 0.4 of the bare trigger's rate: BENCHMARKS.md, "The
+// commit path"); rings within the gap are caught up together, later by at
+// most the gap, and an idle database's first ring at once.
+const catchUpGap = 2 * time.Millisecond
+
+// pace waits until catchUpGap has passed since the last catch-up began.
+func (l *Listener) pace(ctx context.Context) error {
+	if wait := time.Until(l.caughtUp.Add(catchUpGap)); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	l.caughtUp = time.Now()
+	return nil
 }
 
 // New returns a listener reading log into sink.
@@ -208,6 +235,9 @@ func (l *Listener) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	failing := false
 	for {
+		if l.pace(ctx) != nil {
+			return nil
+		}
 		err := l.catchUp(ctx, &cursor)
 		if errors.Is(err, event.ErrLogReplaced) {
 			err = l.reset(ctx, &cursor)

@@ -3,6 +3,7 @@
 #
 #   scripts/pg.sh start DIR PORT   initdb DIR if needed, start it on 127.0.0.1:PORT,
 #                                  create database pgsse, print its DATABASE_URL
+#                                  (fsync off unless PG_DURABLE=1)
 #   scripts/pg.sh restart DIR      pg_ctl restart -m fast (tests of database restarts)
 #   scripts/pg.sh stop DIR         stop it (the data stays in DIR)
 #
@@ -31,9 +32,13 @@ start)
       { cat "$dir.initdb.log" >&2; exit 1; }
   fi
   if ! as_owner pg_ctl -D "$dir" status >/dev/null 2>&1; then
-    # fsync off: the data is disposable, and tests then measure pgsse, not the disk.
+    # fsync off: the data is disposable, and tests then measure pgsse, not the
+    # disk. PG_DURABLE=1 keeps PostgreSQL's durable defaults, as production runs
+    # (make bench compares the commit path both ways).
+    unsafe="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [ "${PG_DURABLE:-}" = 1 ] && unsafe=
     as_owner pg_ctl -D "$dir" -l "$dir/server.log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $unsafe -c max_connections=300" >/dev/null
   fi
   psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pgsse'" | grep -q 1 ||
     psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE pgsse" >/dev/null
