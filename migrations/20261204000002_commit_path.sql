@@ -27,20 +27,23 @@ $$;
 -- The videos trigger appends its event to incoming itself: its kind is a
 -- constant, its topic encoded above and its data the three fields of
 -- video.status, so publish's checks (check_event, check_payload) could only
--- pass, and cost as much again.
+-- pass, and cost as much again. It runs as pgsse's role (writers need no
+-- privilege on incoming) without SET search_path, which cost a GUC level per
+-- row (a fifth of a 10 000-row UPDATE); instead every name, type and operator
+-- is schema-qualified, so a writer's search_path reaches nothing here.
 CREATE OR REPLACE FUNCTION pgsse.video_status() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    topic text := 'videos/' || pgsse.topic_segment(NEW.id::text);
+    topic pg_catalog.text := 'videos/' OPERATOR(pg_catalog.||) pgsse.topic_segment(NEW.id::pg_catalog.text);
 BEGIN
-    IF NEW.id::text = '' OR octet_length(topic) > 256 THEN
+    IF NEW.id::pg_catalog.text OPERATOR(pg_catalog.=) '' OR pg_catalog.octet_length(topic) OPERATOR(pg_catalog.>) 256 THEN
         RETURN NULL;
     END IF;
-    INSERT INTO pgsse.incoming (kind, topic, time, data) VALUES ('video.status', topic, clock_timestamp(), jsonb_build_object(
-        'video_id', NEW.id::text,
-        'status', NEW.processing_status::text,
-        'previous_status', CASE WHEN TG_OP = 'UPDATE' THEN OLD.processing_status::text END));
-    PERFORM pg_notify('pgsse_incoming', '');
+    INSERT INTO pgsse.incoming (kind, topic, time, data) VALUES ('video.status', topic, pg_catalog.clock_timestamp(), pg_catalog.jsonb_build_object(
+        'video_id', NEW.id::pg_catalog.text,
+        'status', NEW.processing_status::pg_catalog.text,
+        'previous_status', CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN OLD.processing_status::pg_catalog.text END));
+    PERFORM pg_catalog.pg_notify('pgsse_incoming', '');
     RETURN NULL;
 END
 $$;
