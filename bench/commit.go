@@ -136,7 +136,7 @@ func commitCluster(ctx context.Context, bin string, c cluster, script string, w 
 			b, q := median(tps[bare]), median(tps[withPgsse])
 			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | **%.2f** |\n", c.name, n, b, q, q/b)
 		}
-		without, with, err := bigStatement(ctx, plain, withPgsse)
+		without, with, err := bigStatement(ctx, plain, withPgsse, p.Admin)
 		if err != nil {
 			return result{}, err
 		}
@@ -209,11 +209,16 @@ func pgbench(ctx context.Context, db, script string, n int) (float64, int, error
 }
 
 // bigStatement times one UPDATE of every row, with and without pgsse's
-// triggers, alternating, and returns the medians.
-func bigStatement(ctx context.Context, plain, withPgsse string) (without, with time.Duration, err error) {
+// triggers, alternating, and returns the medians. Each starts once the
+// pgsse at admin has sequenced and read the previous one's events: the
+// statement is timed, not pgsse's work beside it.
+func bigStatement(ctx context.Context, plain, withPgsse, admin string) (without, with time.Duration, err error) {
 	times := map[string][]float64{}
 	for range commitRounds {
 		for _, u := range []string{plain, withPgsse} {
+			if err := waitRead(ctx, withPgsse, admin); err != nil {
+				return 0, 0, err
+			}
 			db, err := sql.Open("postgres", u)
 			if err != nil {
 				return 0, 0, err
@@ -230,29 +235,69 @@ func bigStatement(ctx context.Context, plain, withPgsse string) (without, with t
 	return time.Duration(median(times[plain])), time.Duration(median(times[withPgsse])), nil
 }
 
-// checkAllSequenced waits for pgsse to have sequenced every event and checks
-// the log holds exactly want of them, with ids in commit order and no repeat.
-func checkAllSequenced(ctx context.Context, dbURL string, want int) error {
+// waitSequenced waits until pgsse has sequenced every event committed so far.
+func waitSequenced(ctx context.Context, dbURL string) error {
 	db, err := sql.Open("postgres", dbURL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		var pending, events, distinct int
-		if err := db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM pgsse.incoming), count(*), count(DISTINCT id) FROM pgsse.events`).Scan(&pending, &events, &distinct); err != nil {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		var pending bool
+		if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pgsse.incoming)`).Scan(&pending); err != nil {
 			return err
 		}
-		if pending == 0 {
-			if events != want || distinct != events {
-				return fmt.Errorf("the log holds %d events (%d distinct ids), want %d", events, distinct, want)
-			}
+		if !pending {
 			return nil
 		}
 		if time.Now().After(deadline) {
 			return errors.New("events still unsequenced a minute after the writes")
 		}
 	}
+}
+
+// waitRead waits until the pgsse at admin has read every event committed so
+// far: its listener's cursor is the log's newest id.
+func waitRead(ctx context.Context, dbURL, admin string) error {
+	if err := waitSequenced(ctx, dbURL); err != nil {
+		return err
+	}
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var newest float64
+	if err := db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM pgsse.events`).Scan(&newest); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); serverMetrics(admin, "pgsse_listener_cursor")["pgsse_listener_cursor"] < newest; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return errors.New("pgsse has not read the log a minute after the writes")
+		}
+	}
+	return nil
+}
+
+// checkAllSequenced waits for pgsse to have sequenced every event and checks
+// the log holds exactly want of them, each id once.
+func checkAllSequenced(ctx context.Context, dbURL string, want int) error {
+	if err := waitSequenced(ctx, dbURL); err != nil {
+		return err
+	}
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var events, distinct int
+	if err := db.QueryRowContext(ctx, `SELECT count(*), count(DISTINCT id) FROM pgsse.events`).Scan(&events, &distinct); err != nil {
+		return err
+	}
+	if events != want || distinct != events {
+		return fmt.Errorf("the log holds %d events (%d distinct ids), want %d", events, distinct, want)
+	}
+	return nil
 }
 
 func median(xs []float64) float64 {
