@@ -100,17 +100,16 @@ func commitCluster(ctx context.Context, bin string, c cluster, script string, w 
 
 	// The bare design's listener: one LISTEN session, draining.
 	l := pq.NewListener(bare, time.Second, time.Minute, nil)
-	defer l.Close()
-	if err := l.Listen("videos"); err != nil {
-		return "", err
-	}
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		for range l.Notify {
+		for range l.Notify { // closed by l.Close
 		}
 	}()
 	defer func() { l.Close(); <-drained }()
+	if err := l.Listen("videos"); err != nil {
+		return "", err
+	}
 
 	var row string
 	_, err = withServer(ctx, bin, withPgsse, false, func(p proc) (result, error) {
