@@ -42,6 +42,7 @@ func BuildRelease(tb testing.TB) string { tb.Helper(); return release.get(tb) }
 
 func (b *build) get(tb testing.TB) string {
 	tb.Helper()
+	root := RepoRoot(tb) // outside once.Do: a Fatal there would leave it done
 	b.once.Do(func() {
 		if b.dir, b.err = os.MkdirTemp("", "pgsse-testbin-"); b.err != nil {
 			return
@@ -49,7 +50,7 @@ func (b *build) get(tb testing.TB) string {
 		b.path = filepath.Join(b.dir, "pgsse")
 		args := append(append([]string{"build", "-o", b.path}, b.flags...), "-ldflags", "-X main.version="+Version, ".")
 		cmd := exec.Command("go", args...)
-		cmd.Dir = RepoRoot(tb)
+		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo(b.flags))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go %v: %w\n%s", args, err, out)
