@@ -162,12 +162,8 @@ func TestDocs_QuickStart(t *testing.T) {
 	}
 	events := make(chan sseEvent, 16)
 	go readEvents(t, stdout, events)
-	// The subscription is registered once its stream has started; then write.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(metric(t, p, "pgsse_streams_open"), " 1"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("curl's stream did not open")
-		}
-	}
+	// A fresh subscription gets what is published after it has started: wait.
+	waitFor(t, func() bool { return scrape(t, p.URL)["pgsse_streams_open"] == 1 })
 	if out, err := shell(t, local(doctest.Find(t, "README.md", "psql postgres://postgres@127.0.0.1:54320/pgsse"))).CombinedOutput(); err != nil {
 		t.Fatalf("the README's psql commands: %v\n%s", err, out)
 	}
@@ -199,24 +195,6 @@ func TestDocs_QuickStart(t *testing.T) {
 			t.Fatalf("event %d (%+v) did not arrive", i, w)
 		}
 	}
-}
-
-// metric returns the lines of p's /metrics starting with name.
-func metric(t *testing.T, p *proc, name string) string {
-	t.Helper()
-	resp, err := http.Get(p.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var lines []string
-	for _, l := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(l, name) {
-			lines = append(lines, l)
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // TestDocs_BadRequest: the README's example of a refused request is what the
@@ -290,6 +268,7 @@ func TestDocs_AddingAKind(t *testing.T) {
 	dbtest.Exec(t, sqlDB, up)
 	p := startPgsse(t, dbURL)
 	s := open(t, p.URL+"/events?topic=videos/abc123", "")
+	waitFor(t, func() bool { return scrape(t, p.URL)["pgsse_streams_open"] == 1 }) // a fresh subscription gets what comes after it
 	dbtest.Exec(t, sqlDB, `INSERT INTO thumbnails VALUES ('abc123', 'https://cdn.example.com/abc123.jpg')`)
 	got := s.next(t)
 	var data map[string]string
