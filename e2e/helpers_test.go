@@ -31,7 +31,7 @@ import (
 // docs and Makefile, and run make), then removes the pgsse binary they ran.
 func TestMain(m *testing.M) {
 	if os.Getenv("PGSSE_TEST_DATABASE_URL") == "" {
-		fmt.Println("e2e: PGSSE_TEST_DATABASE_URL is not set: every test skips (make test runs them against a throwaway PostgreSQL)")
+		fmt.Println("e2e: PGSSE_TEST_DATABASE_URL is not set: the tests that need a database skip (make test runs them against a throwaway PostgreSQL)")
 	}
 	if err := os.Chdir(".."); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

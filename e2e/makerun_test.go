@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,8 +74,11 @@ func startMakeRun(t *testing.T, env []string, args ...string) *makeRun {
 func (m *makeRun) simulating() bool {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		pgid, err := syscall.Getpgid(atoiOr(filepath.Base(p), -1))
-		if err != nil || pgid != m.cmd.Process.Pid {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err != nil || pgid != m.cmd.Process.Pid {
 			continue
 		}
 		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
@@ -97,14 +101,6 @@ func (m *makeRun) interrupt() string {
 		m.t.Fatalf("make run did not end within a minute of Ctrl-C:\n%s", m.out)
 	}
 	return m.out.String()
-}
-
-func atoiOr(s string, def int) int {
-	var n int
-	if _, err := fmt.Sscan(s, &n); err != nil {
-		return def
-	}
-	return n
 }
 
 func videoCount(t *testing.T, sqlDB *sql.DB) int {
