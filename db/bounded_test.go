@@ -19,7 +19,7 @@ func TestEventsAfter_BoundedByBytes(t *testing.T) {
 	dbtest.Exec(t, dbtest.Open(t, url), `
 		SELECT pgsse.publish('test.blob', 'videos/x', jsonb_build_object('blob', repeat('x', n)))
 		FROM unnest(ARRAY[300000, 300000, 300000, 300000, 3000000, 10, 10]) AS n`)
-	if _, err := s.Sequence(context.Background()); err != nil {
+	if err := s.Sequence(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var batches [][]event.Raw

@@ -42,7 +42,7 @@ func mustOpen(t *testing.T, url string) *db.Store {
 // the log after after.
 func eventsAfter(t *testing.T, s *db.Store, after int64) []event.Raw {
 	t.Helper()
-	if _, err := s.Sequence(context.Background()); err != nil {
+	if err := s.Sequence(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var raws []event.Raw
@@ -225,7 +225,7 @@ func TestEvents_LargeTransaction(t *testing.T) {
 	sqlDB, s := dbtest.Open(t, url), mustOpen(t, url)
 	dbtest.Exec(t, sqlDB, `INSERT INTO videos (id, created_at, updated_at, raw_file_path)
 		SELECT 'v' || i, now(), now(), '/raw' FROM generate_series(1, 10000) i`)
-	if _, err := s.Sequence(context.Background()); err != nil {
+	if err := s.Sequence(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	headPos, err := s.Head(context.Background())
@@ -396,7 +396,7 @@ func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	insertOldEvents(t, sqlDB, 25)
 	dbtest.InsertVideo(t, sqlDB, "new")
-	if _, err := s.Sequence(ctx); err != nil {
+	if err := s.Sequence(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -493,7 +493,7 @@ func TestEvents_SequencedWhileWriting(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if _, err := s.Sequence(ctx); err != nil && ctx.Err() == nil {
+			if err := s.Sequence(ctx); err != nil && ctx.Err() == nil {
 				t.Error(err)
 				return
 			}

@@ -16,11 +16,11 @@ type LogStats struct {
 	Rows       float64       // estimated rows in pgsse.events
 	OldestAge  time.Duration // age of the oldest event; 0 when empty
 	// Unsequenced counts committed events waiting in pgsse.incoming for an id,
-	// up to maxUnsequencedCount.
+	// in its first maxUnsequencedCount rows (a statement's videos share a row).
 	Unsequenced float64
 }
 
-// maxUnsequencedCount caps the count of pgsse.incoming: a backlog that large
+// maxUnsequencedCount caps the rows of pgsse.incoming counted: a backlog that large
 // already says no replica is sequencing, and counting more would scan it.
 const maxUnsequencedCount = 100000
 
@@ -33,7 +33,8 @@ func (s *Store) LogStats(ctx context.Context) (LogStats, error) {
 		SELECT pg_notification_queue_usage(),
 		       greatest((SELECT reltuples FROM pg_class WHERE oid = 'pgsse.events'::regclass), 0),
 		       coalesce(extract(epoch FROM now() - (SELECT time FROM pgsse.events ORDER BY id LIMIT 1)), 0),
-		       (SELECT count(*) FROM (SELECT FROM pgsse.incoming LIMIT $1) AS waiting)`, maxUnsequencedCount).
+		       (SELECT coalesce(sum(coalesce(cardinality(video_ids), 1)), 0)
+		        FROM (SELECT video_ids FROM pgsse.incoming LIMIT $1) AS waiting)`, maxUnsequencedCount).
 		Scan(&st.QueueUsage, &st.Rows, &age, &st.Unsequenced)
 	if err != nil {
 		return LogStats{}, fmt.Errorf("read log stats: %w", err)
@@ -66,7 +67,7 @@ func NewCollector(s *Store) *Collector {
 		queue:       prometheus.NewDesc("pgsse_notification_queue_usage_ratio", "pg_notification_queue_usage(): fraction of the NOTIFY queue in use.", nil, nil),
 		rows:        prometheus.NewDesc("pgsse_event_log_rows", "Rows in pgsse.events (planner estimate).", nil, nil),
 		age:         prometheus.NewDesc("pgsse_event_log_oldest_age_seconds", "Age of the oldest event in pgsse.events.", nil, nil),
-		unsequenced: prometheus.NewDesc("pgsse_events_unsequenced", "Committed events waiting in pgsse.incoming for an id (counted up to 100 000).", nil, nil),
+		unsequenced: prometheus.NewDesc("pgsse_events_unsequenced", "Committed events waiting in pgsse.incoming for an id (in its first 100 000 rows).", nil, nil),
 		ups:         prometheus.NewDesc("pgsse_database_up", "1 if the last scrape could query the database.", nil, nil),
 	}
 }

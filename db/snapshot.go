@@ -52,7 +52,8 @@ func (s *Store) videoSnapshot(ctx context.Context, videoIDs []string) (bool, int
 		SELECT head.position, head.pending, v.id, v.processing_status, coalesce(changed.time, v.updated_at::timestamptz)
 		FROM (SELECT `+logHead+` AS position, EXISTS (
 			SELECT 1 FROM pgsse.incoming i JOIN unnest($1::text[]) AS u(id)
-			ON i.topic = 'videos/' || pgsse.topic_segment(u.id)) AS pending) AS head
+			ON i.topic = 'videos/' || pgsse.topic_segment(u.id)) OR EXISTS (
+			SELECT 1 FROM pgsse.incoming WHERE video_ids && $1::text[]) AS pending) AS head
 		LEFT JOIN `+s.videos+` v ON v.id::text = ANY($1::text[])
 		LEFT JOIN LATERAL (
 			SELECT time FROM pgsse.events

@@ -13,64 +13,83 @@ import (
 	"pgsse/migrations"
 )
 
-// before20261204 is the migration set as released before the commit-path
-// work: the files of the versions before 20261204.
-type before20261204 struct{ fs.FS }
+// migrationsBefore is the migration set as released before version: the
+// files of the versions below it.
+type migrationsBefore struct {
+	fs.FS
+	version string
+}
 
-func (f before20261204) ReadDir(name string) ([]fs.DirEntry, error) {
+func (f migrationsBefore) ReadDir(name string) ([]fs.DirEntry, error) {
 	all, err := fs.ReadDir(f.FS, name)
 	var old []fs.DirEntry
 	for _, e := range all {
-		if e.Name() < "20261204" {
+		if e.Name() < f.version {
 			old = append(old, e)
 		}
 	}
 	return old, err
 }
 
-// TestMigrate_UpgradeInPlace: a database migrated and written by the previous
-// release keeps its events and ids when the new migrations are applied, and
-// the new triggers continue its log in commit order.
+// TestMigrate_UpgradeInPlace: a database migrated and written by an earlier
+// release keeps its events and ids when the new migrations are applied, an
+// event committed but not yet sequenced then is sequenced after them, and the
+// new triggers continue the log in commit order. pgsse's role, as
+// deploy/postgres/roles.sql makes it, does not own the videos table: the
+// triggers are replaced with the TRIGGER privilege alone. Each release: the
+// one before the commit path work (20261204) and the one with row triggers
+// (before 20261206).
 func TestMigrate_UpgradeInPlace(t *testing.T) {
-	url := dbtest.NewEmpty(t)
-	u, _ := neturl.Parse(url)
-	m := dbmate.New(u)
-	m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = before20261204{migrations.FS}, []string{"."}, "pgsse.schema_migrations", false
-	m.Log = &strings.Builder{}
-	if err := m.Migrate(); err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := dbtest.Open(t, url)
-	var newer int
-	if err := sqlDB.QueryRow(`SELECT count(*) FROM pgsse.schema_migrations WHERE version >= '20261204'`).Scan(&newer); err != nil || newer != 0 {
-		t.Fatalf("the previous release's set applied %d newer migrations (%v)", newer, err)
-	}
-	dbtest.Exec(t, sqlDB, `SELECT pgsse.attach_videos('public', true)`)
-	for _, id := range []string{"old 1", "old2"} {
-		dbtest.InsertVideo(t, sqlDB, id)
-		dbtest.SetStatus(t, sqlDB, id, "processing")
-	}
-	dbtest.Exec(t, sqlDB, `SELECT pgsse.sequence(10000)`)
-	var before string
-	if err := sqlDB.QueryRow(`SELECT string_agg(id || ' ' || topic || ' ' || data::text, ';' ORDER BY id) FROM pgsse.events`).Scan(&before); err != nil {
-		t.Fatal(err)
-	}
+	for _, release := range []string{"20261204", "20261206"} {
+		t.Run("before "+release, func(t *testing.T) {
+			adminURL, url := appDatabase(t, "public", "pgsse_reader")
+			u, _ := neturl.Parse(url)
+			m := dbmate.New(u)
+			m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = migrationsBefore{migrations.FS, release}, []string{"."}, "pgsse.schema_migrations", false
+			m.Log = &strings.Builder{}
+			if err := m.Migrate(); err != nil {
+				t.Fatal(err)
+			}
+			sqlDB, app := dbtest.Open(t, url), dbtest.Open(t, adminURL)
+			var newer int
+			if err := sqlDB.QueryRow(`SELECT count(*) FROM pgsse.schema_migrations WHERE version >= $1`, release).Scan(&newer); err != nil || newer != 0 {
+				t.Fatalf("the release's set applied %d newer migrations (%v)", newer, err)
+			}
+			dbtest.Exec(t, sqlDB, `SELECT pgsse.attach_videos('public', false)`)
+			for _, id := range []string{"old 1", "old2"} {
+				dbtest.InsertVideo(t, app, id)
+				dbtest.SetStatus(t, app, id, "processing")
+			}
+			dbtest.Exec(t, sqlDB, `SELECT pgsse.sequence(10000)`)
+			dbtest.SetStatus(t, app, "old2", "failed") // committed, not sequenced
+			var before string
+			if err := sqlDB.QueryRow(`SELECT string_agg(id || ' ' || topic || ' ' || data::text, ';' ORDER BY id) FROM pgsse.events`).Scan(&before); err != nil {
+				t.Fatal(err)
+			}
 
-	s := mustOpen(t, url)
-	if err := s.Migrate(context.Background(), nil); err != nil {
-		t.Fatalf("upgrade: %v", err)
-	}
-	var after string
-	if err := sqlDB.QueryRow(`SELECT string_agg(id || ' ' || topic || ' ' || data::text, ';' ORDER BY id) FROM pgsse.events`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	if after != before || strings.Count(before, ";") != 3 {
-		t.Fatalf("the log changed in the upgrade:\nbefore %s\nafter  %s", before, after)
-	}
-	old := eventsAfter(t, s, 0)
-	dbtest.SetStatus(t, sqlDB, "old 1", "processed")
-	raws := eventsAfter(t, s, old[len(old)-1].ID)
-	if len(raws) != 1 || raws[0].ID <= old[len(old)-1].ID || raws[0].Topic != "videos/old%201" || statusOf(t, raws[0]).PreviousStatus == nil {
-		t.Fatalf("after the upgrade: %+v, want old 1's change on videos/old%%201 after id %d", raws, old[len(old)-1].ID)
+			s := mustOpen(t, url)
+			if err := s.Migrate(context.Background(), nil); err != nil {
+				t.Fatalf("upgrade: %v", err)
+			}
+			var after string
+			if err := sqlDB.QueryRow(`SELECT string_agg(id || ' ' || topic || ' ' || data::text, ';' ORDER BY id) FROM pgsse.events`).Scan(&after); err != nil {
+				t.Fatal(err)
+			}
+			if after != before || strings.Count(before, ";") != 3 {
+				t.Fatalf("the log changed in the upgrade:\nbefore %s\nafter  %s", before, after)
+			}
+			var perRow int
+			if err := sqlDB.QueryRow(`SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.videos'::regclass AND tgtype & 1 = 1`).Scan(&perRow); err != nil || perRow != 0 {
+				t.Errorf("row triggers left on videos: %d (%v), want the statement triggers only", perRow, err)
+			}
+
+			old := eventsAfter(t, s, 0)
+			dbtest.SetStatus(t, app, "old 1", "processed")
+			raws := eventsAfter(t, s, old[len(old)-1].ID)
+			if len(old) != 5 || statusOf(t, old[4]).Status != "failed" || len(raws) != 1 || raws[0].ID <= old[4].ID ||
+				raws[0].Topic != "videos/old%201" || statusOf(t, raws[0]).PreviousStatus == nil {
+				t.Fatalf("after the upgrade: %+v then %+v, want old2's pending change, then old 1's on videos/old%%201", old, raws)
+			}
+		})
 	}
 }

@@ -70,7 +70,7 @@ func (s *Store) recentVideos(ctx context.Context, limit int) (bool, int64, []Vid
 		SELECT head.position, head.pending, v.id, v.processing_status, v.created_at,
 		       (p.data->>'percent')::float8, coalesce(p.data->>'stage', '')
 		FROM (SELECT `+logHead+` AS position,
-			EXISTS (SELECT 1 FROM pgsse.incoming WHERE topic ^@ 'videos/') AS pending) AS head
+			EXISTS (SELECT 1 FROM pgsse.incoming WHERE topic ^@ 'videos/' OR video_ids IS NOT NULL) AS pending) AS head
 		LEFT JOIN LATERAL (
 			SELECT id, processing_status, created_at FROM `+s.videos+` ORDER BY created_at DESC, id LIMIT $1
 		) AS v ON true

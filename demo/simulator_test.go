@@ -35,7 +35,7 @@ func TestSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := store.Sequence(context.Background()); err != nil {
+	if err := store.Sequence(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := dbtest.Open(t, url).Query(`SELECT topic, kind, data FROM pgsse.events ORDER BY id`)

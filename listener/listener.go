@@ -5,11 +5,13 @@
 //
 // A wake-up first sequences what writers committed (gives it ids in the log)
 // when that is due — a ring of pgsse_incoming, a reconnect, the poll — then
-// reads. A ring of either doorbell, the nil notification lib/pq sends
-// after a reconnect (notifications may have been lost), and a periodic safety
-// poll all lead to the same thing: read the log after the cursor, in id order
-// and in batches, until a short batch, and hand the events on. Since the log,
-// not the notification, carries the events, nothing is lost to a missed
+// reads. A ring of either doorbell, the nil notification lib/pq sends after a
+// reconnect (notifications may have been lost), and a periodic safety poll all
+// lead to the same thing: read the log after the cursor, in id order and in
+// batches, until a short batch, and hand the events on; unless the sequencer
+// handed back what it moved and that directly followed the cursor, when there
+// is nothing left to read. Since the log, not
+// the notification, carries the events, nothing is lost to a missed
 // notification, a reconnect or a database restart. Rows that cannot be decoded
 // (written around pgsse.publish) are logged and skipped. The cursor remembers
 // its event's time, so a log replaced under it is noticed (see Sink.Reset), and
@@ -43,7 +45,12 @@ const (
 // Log is where events are read from.
 type Log interface {
 	// Sequence moves events writers committed into the log, giving them ids.
-	Sequence(ctx context.Context) (int, error)
+	Sequence(ctx context.Context) error
+	// SequenceAfter moves one batch of them and hands them back when they
+	// directly follow the position.
+	SequenceAfter(ctx context.Context, after event.Position) (db.Sequenced, error)
+	// VacuumIncoming clears what sequencing left behind.
+	VacuumIncoming(ctx context.Context) error
 	// Head returns the position to start from: the newest committed event.
 	Head(ctx context.Context) (event.Position, error)
 	// Notify sends a notification (the listener's probe) through another
@@ -96,6 +103,8 @@ type Listener struct {
 	// pgsse_events alone needs only a read: the events already have ids.
 	sequenceDue atomic.Bool
 	caughtUp    time.Time // when catchUp last started; owned by Run
+	sequenced   bool      // since the last vacuum; owned by Run
+	vacuumed    time.Time // when incoming was last vacuumed; owned by Run
 }
 
 // catchUpGap is the least time between two catch-ups (a Sequence, a commit
@@ -105,6 +114,11 @@ type Listener struct {
 // commit path"); rings within the gap are caught up together, later by at
 // most the gap, and an idle database's first ring at once.
 const catchUpGap = 2 * time.Millisecond
+
+// vacuumGap is the least time between two vacuums of pgsse.incoming by this
+// replica, which it does after sequencing: 2 000 events a second leave a few
+// thousand dead rows between two, which the sequencer's reads step over.
+const vacuumGap = time.Second
 
 // pace waits until catchUpGap has passed since the last catch-up began.
 func (l *Listener) pace(ctx context.Context) error {
@@ -239,6 +253,9 @@ func (l *Listener) Run(ctx context.Context) error {
 			return nil
 		}
 		err := l.catchUp(ctx, &cursor)
+		if err == nil {
+			l.vacuum(ctx)
+		}
 		if errors.Is(err, event.ErrLogReplaced) {
 			err = l.reset(ctx, &cursor)
 		}
@@ -329,7 +346,7 @@ func (l *Listener) reset(ctx context.Context, cursor *event.Position) error {
 func (l *Listener) head(ctx context.Context) (event.Position, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		_, err := l.log.Sequence(ctx)
+		err := l.log.Sequence(ctx)
 		if err == nil {
 			var cursor event.Position
 			if cursor, err = l.log.Head(ctx); err == nil {
@@ -357,10 +374,13 @@ func (l *Listener) head(ctx context.Context) (event.Position, error) {
 }
 
 // catchUp sequences what writers committed, when due, then reads and publishes
-// every event after *cursor, batch by batch.
+// every event after *cursor, batch by batch. The replica that sequences gets
+// its events back from the sequencer and reads nothing more, unless another
+// replica sequenced in between.
 func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
 	if l.sequenceDue.Swap(false) {
-		if _, err := l.log.Sequence(ctx); err != nil {
+		current, err := l.sequence(ctx, cursor)
+		if err != nil || current {
 			return err
 		}
 	}
@@ -369,22 +389,63 @@ func (l *Listener) catchUp(ctx context.Context, cursor *event.Position) error {
 		if err != nil {
 			return err
 		}
-		events := event.DecodeAll(raws, func(r event.Raw, err error) {
-			l.cfg.Metrics.Undecodable.Inc()
-			l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
-		})
-		if len(events) > 0 {
-			l.sink.Publish(events)
-			l.cfg.Metrics.EventsRead.Add(float64(len(events)))
-		}
-		if len(raws) > 0 {
-			last := raws[len(raws)-1]
-			*cursor = event.Position{ID: last.ID, Time: last.Time}
-			l.cfg.Metrics.Cursor.Set(float64(last.ID))
-		}
+		l.publish(raws, cursor)
 		if !more {
 			return nil
 		}
+	}
+}
+
+// sequence sequences batch after batch, publishing each batch handed back, and
+// reports whether every one was: the cursor is then at the log's head. Once one
+// is not, none after it can be (the cursor stays behind it).
+func (l *Listener) sequence(ctx context.Context, cursor *event.Position) (current bool, err error) {
+	l.sequenced = true
+	for {
+		batch, err := l.log.SequenceAfter(ctx, *cursor)
+		if err != nil {
+			return false, err
+		}
+		if batch.Handed {
+			for raws := batch.Events; len(raws) > 0; {
+				n := min(len(raws), l.cfg.Batch) // the hub takes them as from reads
+				l.publish(raws[:n], cursor)
+				raws = raws[n:]
+			}
+		}
+		if !batch.More {
+			return batch.Handed, nil
+		}
+	}
+}
+
+// vacuum vacuums pgsse.incoming when this replica has sequenced since it last
+// did, vacuumGap ago or more. A failure is only logged: autovacuum does the
+// same, less often.
+func (l *Listener) vacuum(ctx context.Context) {
+	if !l.sequenced || time.Since(l.vacuumed) < vacuumGap {
+		return
+	}
+	l.sequenced, l.vacuumed = false, time.Now()
+	if err := l.log.VacuumIncoming(ctx); err != nil && ctx.Err() == nil {
+		l.cfg.Logger.Warn().Err(err).Msg("vacuum after sequencing; autovacuum will")
+	}
+}
+
+// publish decodes raws, hands them to the sink and moves the cursor past them.
+func (l *Listener) publish(raws []event.Raw, cursor *event.Position) {
+	events := event.DecodeAll(raws, func(r event.Raw, err error) {
+		l.cfg.Metrics.Undecodable.Inc()
+		l.cfg.Logger.Warn().Err(err).Int64("event_id", r.ID).Str("kind", r.Kind).Msg("undecodable event; skipped")
+	})
+	if len(events) > 0 {
+		l.sink.Publish(events)
+		l.cfg.Metrics.EventsRead.Add(float64(len(events)))
+	}
+	if len(raws) > 0 {
+		last := raws[len(raws)-1]
+		*cursor = event.Position{ID: last.ID, Time: last.Time}
+		l.cfg.Metrics.Cursor.Set(float64(last.ID))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,12 +63,19 @@ func (s *sink) next(t *testing.T) event.Event {
 func start(t *testing.T) (url string, sqlDB *sql.DB, s *sink) {
 	t.Helper()
 	url = dbtest.New(t) + "&application_name=pgsse-listener-test"
+	s = run(t, url, func(l listener.Log) listener.Log { return l })
+	return url, dbtest.Open(t, url), s
+}
+
+// run runs a listener on url, reading the log through wrap, until the test ends.
+func run(t *testing.T, url string, wrap func(listener.Log) listener.Log) *sink {
+	t.Helper()
 	store, err := db.Open(url, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = newSink()
-	l := listener.New(listener.Config{URL: url, Logger: zerolog.New(zerolog.NewTestWriter(t))}, store, s)
+	s := newSink()
+	l := listener.New(listener.Config{URL: url, Logger: zerolog.New(zerolog.NewTestWriter(t))}, wrap(store), s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -88,7 +96,7 @@ func start(t *testing.T) (url string, sqlDB *sql.DB, s *sink) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("listener did not start")
 	}
-	return url, dbtest.Open(t, url), s
+	return s
 }
 
 func wantVideo(t *testing.T, ev event.Event, id string) {
@@ -211,5 +219,71 @@ func TestListener_LogReplaced(t *testing.T) {
 	dbtest.InsertVideo(t, sqlDB, "new")
 	if ev := s.next(t); ev.ID != 11 {
 		t.Fatalf("after the reset: event %d %+v, want 11 of the new log", ev.ID, ev.Data)
+	}
+}
+
+// countingLog counts the listener's reads of the log.
+type countingLog struct {
+	listener.Log
+	reads atomic.Int64
+}
+
+func (c *countingLog) EventsAfter(ctx context.Context, after event.Position, limit int) ([]event.Raw, bool, error) {
+	c.reads.Add(1)
+	return c.Log.EventsAfter(ctx, after, limit)
+}
+
+// TestListener_SequencerReadsNothing: the replica that sequences gets the
+// events back from the sequencer and publishes them without reading the log
+// (it used to read after every sequencing commit). With a second replica, the
+// one whose sequencer finds nothing to move reads them; both publish every
+// event once, in the same order.
+func TestListener_SequencerReadsNothing(t *testing.T) {
+	url := dbtest.New(t)
+	sqlDB := dbtest.Open(t, url)
+	counted := &countingLog{}
+	s := run(t, url, func(l listener.Log) listener.Log { counted.Log = l; return counted })
+	dbtest.InsertVideo(t, sqlDB, "first")
+	wantVideo(t, s.next(t), "first")
+	counted.reads.Store(0) // the catch-up at start reads the log
+	for i := range 20 {
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("v", i))
+		wantVideo(t, s.next(t), fmt.Sprint("v", i))
+	}
+	if n := counted.reads.Load(); n != 0 {
+		t.Errorf("the only replica read the log %d times for 20 events", n)
+	}
+
+	other := run(t, url, func(l listener.Log) listener.Log { return l })
+	for i := range 20 {
+		dbtest.InsertVideo(t, sqlDB, fmt.Sprint("w", i))
+	}
+	for i := range 20 {
+		ev := s.next(t)
+		wantVideo(t, ev, fmt.Sprint("w", i))
+		if o := other.next(t); o.ID != ev.ID {
+			t.Fatalf("event %d: the second replica has id %d, the first %d", i, o.ID, ev.ID)
+		}
+	}
+}
+
+// TestListener_VacuumsIncoming: after sequencing, the listener vacuums
+// pgsse.incoming (autovacuum would come within a minute at best, and the
+// sequencer's reads step over every row deleted until then).
+func TestListener_VacuumsIncoming(t *testing.T) {
+	_, sqlDB, s := start(t)
+	dbtest.InsertVideo(t, sqlDB, "a")
+	wantVideo(t, s.next(t), "a")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var vacuums int
+		if err := sqlDB.QueryRow(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgsse.incoming'::regclass`).Scan(&vacuums); err != nil {
+			t.Fatal(err)
+		}
+		if vacuums > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pgsse.incoming not vacuumed within 5s of sequencing")
+		}
 	}
 }
