@@ -10,7 +10,7 @@
 // lead to the same thing: read the log after the cursor, in id order and in
 // batches, until a short batch, and hand the events on; unless the sequencer
 // handed back what it moved and that directly followed the cursor, when there
-// is nothing left to read. Since the log, not
+// is nothing left to read. Wake-ups are paced under load. Since the log, not
 // the notification, carries the events, nothing is lost to a missed
 // notification, a reconnect or a database restart. Rows that cannot be decoded
 // (written around pgsse.publish) are logged and skipped. The cursor remembers
@@ -102,27 +102,40 @@ type Listener struct {
 	// of pgsse_incoming, a reconnect, the poll, a failed attempt). A ring of
 	// pgsse_events alone needs only a read: the events already have ids.
 	sequenceDue atomic.Bool
-	caughtUp    time.Time // when catchUp last started; owned by Run
-	sequenced   bool      // since the last vacuum; owned by Run
-	vacuumed    time.Time // when incoming was last vacuumed; owned by Run
+	caughtUp    time.Time     // when catchUp last started; owned by Run
+	catchUpTook time.Duration // how long it took; owned by Run
+	sequenced   bool          // since the last vacuum; owned by Run
+	vacuumed    time.Time     // when incoming was last vacuumed; owned by Run
 }
 
-// catchUpGap is the least time between two catch-ups (a Sequence, a commit
-// of its own with a WAL flush, and the reads after it). At every ring of a
-// busy database they would take flushes and CPU from the writers (a durable
-// single-row UPDATE ran at 0.4 of the bare trigger's rate: BENCHMARKS.md, "The
-// commit path"); rings within the gap are caught up together, later by at
-// most the gap, and an idle database's first ring at once.
-const catchUpGap = 2 * time.Millisecond
+// Catch-ups are paced. Each is a sequencing commit of its own (a WAL flush,
+// an executor for the move) and the reads after it; at every ring of a busy
+// database they took flushes and CPU from the writers (BENCHMARKS.md, "The
+// commit path"). So a catch-up starts at least catchUpShare times the length
+// of the previous one after it (pgsse spends at most a share of its time
+// catching up, however loaded the machine), within [minCatchUpGap,
+// maxCatchUpGap]. Rings within the gap are caught up together, later by at
+// most the gap; an idle database's first ring is served at once.
+const (
+	catchUpShare  = 10
+	minCatchUpGap = 2 * time.Millisecond
+	maxCatchUpGap = 50 * time.Millisecond
+)
 
 // vacuumGap is the least time between two vacuums of pgsse.incoming by this
 // replica, which it does after sequencing: 2 000 events a second leave a few
 // thousand dead rows between two, which the sequencer's reads step over.
 const vacuumGap = time.Second
 
-// pace waits until catchUpGap has passed since the last catch-up began.
+// catchUpGap is the least time from the start of a catch-up that took took to
+// the start of the next.
+func catchUpGap(took time.Duration) time.Duration {
+	return min(max(minCatchUpGap, catchUpShare*took), maxCatchUpGap)
+}
+
+// pace waits until the gap after the last catch-up has passed.
 func (l *Listener) pace(ctx context.Context) error {
-	if wait := time.Until(l.caughtUp.Add(catchUpGap)); wait > 0 {
+	if wait := time.Until(l.caughtUp.Add(catchUpGap(l.catchUpTook))); wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
@@ -253,6 +266,7 @@ func (l *Listener) Run(ctx context.Context) error {
 			return nil
 		}
 		err := l.catchUp(ctx, &cursor)
+		l.catchUpTook = time.Since(l.caughtUp)
 		if err == nil {
 			l.vacuum(ctx)
 		}
