@@ -112,12 +112,12 @@ type Listener struct {
 // an executor for the move) and the reads after it; at every ring of a busy
 // database they took flushes and CPU from the writers (BENCHMARKS.md, "The
 // commit path"). So a catch-up starts at least catchUpShare times the length
-// of the previous one after it (pgsse spends at most a share of its time
+// of the previous one after it (pgsse spends at most a sixth of its time
 // catching up, however loaded the machine), within [minCatchUpGap,
 // maxCatchUpGap]. Rings within the gap are caught up together, later by at
 // most the gap; an idle database's first ring is served at once.
 const (
-	catchUpShare  = 10
+	catchUpShare  = 5
 	minCatchUpGap = 2 * time.Millisecond
 	maxCatchUpGap = 50 * time.Millisecond
 )
