@@ -2,10 +2,12 @@ package db_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	neturl "net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 
@@ -91,5 +93,60 @@ func TestMigrate_UpgradeInPlace(t *testing.T) {
 				t.Fatalf("after the upgrade: %+v then %+v, want old2's pending change, then old 1's on videos/old%%201", old, raws)
 			}
 		})
+	}
+}
+
+// TestMigrate_LetsWritersThrough: the upgrade locks pgsse.incoming and videos
+// while a writer's transaction sits open on them. Each lock is asked for
+// 100 ms at a time, so other writers pass between the attempts instead of
+// queueing behind the request until that transaction ends; once it ends, the
+// upgrade completes.
+func TestMigrate_LetsWritersThrough(t *testing.T) {
+	url := dbtest.NewEmpty(t)
+	u, _ := neturl.Parse(url)
+	m := dbmate.New(u)
+	m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = migrationsBefore{migrations.FS, "20261206"}, []string{"."}, "pgsse.schema_migrations", false
+	m.Log = &strings.Builder{}
+	if err := m.Migrate(); err != nil {
+		t.Fatal(err)
+	}
+	sqlDB := dbtest.Open(t, url)
+	dbtest.Exec(t, sqlDB, `SELECT pgsse.attach_videos('public', true)`)
+	for _, id := range []string{"idle", "busy"} {
+		dbtest.InsertVideo(t, sqlDB, id)
+	}
+	idle := dbtest.Begin(t, sqlDB, `UPDATE videos SET processing_status = 'processing' WHERE id = 'idle'`)
+
+	s := mustOpen(t, url)
+	migrated := make(chan error, 1)
+	go func() { migrated <- s.Migrate(context.Background(), nil) }()
+	time.Sleep(300 * time.Millisecond) // the upgrade is asking for its locks
+	for i := range 5 {
+		tx := dbtest.Begin(t, sqlDB, `SET LOCAL statement_timeout = '5s'`)
+		if _, err := tx.Exec(`UPDATE videos SET processing_status = $1 WHERE id = 'busy'`, fmt.Sprint("step ", i)); err != nil {
+			t.Fatalf("a writer while the upgrade waits: %v", err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-migrated:
+		t.Fatalf("the upgrade ended (%v) while a transaction held its tables", err)
+	default:
+	}
+	if err := idle.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-migrated:
+		if err != nil {
+			t.Fatalf("upgrade: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upgrade did not complete once the transaction ended")
+	}
+	if raws := eventsAfter(t, s, 0); len(raws) != 8 {
+		t.Errorf("%d events, want 8 (2 inserts, idle's change, busy's 5)", len(raws))
 	}
 }

@@ -1,5 +1,53 @@
 -- migrate:up
 
+-- with_brief_locks runs statements that lock a table writers use (incoming,
+-- videos). A lock request waits behind every transaction using the table (one
+-- left idle, too), and the writers arriving after it wait behind the request;
+-- so each attempt waits at most 100 ms, and after a pause the statements are
+-- tried again, for 20 s, before it gives up with an error that says what
+-- holds the table.
+CREATE FUNCTION pgsse.with_brief_locks(what text, statements text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog SET lock_timeout = '100ms' AS $$
+DECLARE
+    stmt text;
+BEGIN
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            FOREACH stmt IN ARRAY statements LOOP
+                EXECUTE stmt;
+            END LOOP;
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.1);
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'pgsse: % stayed locked by transactions using it for 20 s', what
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'a transaction left open on it (pg_stat_activity: idle in transaction) holds it; end it, and migrate again';
+END
+$$;
+REVOKE ALL ON FUNCTION pgsse.with_brief_locks(text, text[]) FROM PUBLIC;
+
+-- The sequencer reads incoming in seq order through an index: a scan of the
+-- heap read every page its dead rows had left, until autovacuum came (a
+-- minute: 1 200 pages, 3 ms a call, under 2 000 events a second), and pgsse
+-- vacuums it often instead (listener.vacuumGap). Vacuum never truncates it: a
+-- truncation locks out writers.
+SELECT pgsse.with_brief_locks('pgsse.incoming', ARRAY[
+    'ALTER TABLE pgsse.incoming
+        ALTER COLUMN topic DROP NOT NULL,
+        ALTER COLUMN data DROP NOT NULL,
+        ADD COLUMN video_ids text[],
+        ADD COLUMN statuses text[],
+        ADD COLUMN previous_statuses text[],
+        SET (vacuum_truncate = false)',
+    'CREATE INDEX incoming_seq ON pgsse.incoming (seq)']);
+
+-- A row is one event (kind, topic, data: publish) or a statement's videos
+-- (video_ids, statuses, previous_statuses; NULL previous_statuses: they were
+-- inserted). No CHECK says so: a constraint is compiled at every insert, a
+-- tenth of a writer's single-row UPDATE.
+
 -- The videos triggers fire once per statement, not once per row
 -- (BENCHMARKS.md, "The commit path"). A row trigger inserted into incoming once
 -- per changed row, and an insert from a trigger sets up the executor each time:
@@ -16,24 +64,7 @@
 -- appends nothing; its other elements are filtered by the sequencer, which
 -- publishes only where the status as text changed (the row trigger compared
 -- the column's own type with IS DISTINCT FROM; the event carries text).
-ALTER TABLE pgsse.incoming
-    ALTER COLUMN topic DROP NOT NULL,
-    ALTER COLUMN data DROP NOT NULL,
-    ADD COLUMN video_ids text[],
-    ADD COLUMN statuses text[],
-    ADD COLUMN previous_statuses text[]; -- NULL: the videos were inserted
--- The sequencer reads incoming in seq order through an index: a scan of the
--- heap read every page its dead rows had left, until autovacuum came (a
--- minute: 1 200 pages, 3 ms a call, under 2 000 events a second), and pgsse
--- vacuums it often instead (listener.vacuumGap). Vacuum never truncates it: a
--- truncation locks out writers.
-CREATE INDEX incoming_seq ON pgsse.incoming (seq);
-ALTER TABLE pgsse.incoming SET (vacuum_truncate = false);
-
--- A row is one event (kind, topic, data: publish) or a statement's videos
--- (video_ids, statuses, previous_statuses). No CHECK says so: a constraint is
--- compiled at every insert, a tenth of a writer's single-row UPDATE.
-
+--
 -- Per statement, not per row, so the cost of a pinned search_path would be
 -- small; still, like video_status before it, it qualifies every name, type and
 -- operator, since it runs for every writer (TestVideosTrigger_WriterSearchPath).
@@ -82,26 +113,29 @@ $$;
 -- CREATE OR REPLACE TRIGGER swaps an earlier version's trigger in one step (no
 -- write goes unseen), with the TRIGGER privilege alone (DROP TRIGGER needs the
 -- table's owner).
+--
+-- Creating a trigger locks the table against writes: with_brief_locks.
 CREATE FUNCTION pgsse.video_triggers(t regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     per_row boolean := (SELECT relkind IN ('p', 'f') FROM pg_class WHERE oid = t);
     fn      regproc := CASE WHEN per_row THEN 'pgsse.video_status'::regproc ELSE 'pgsse.video_statuses'::regproc END;
-    op      text;
+    ddl     text[];
 BEGIN
-    FOREACH op IN ARRAY ARRAY['insert', 'update'] LOOP
-        CONTINUE WHEN EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgsse_video_status_' || op
-                              AND tgfoid = fn AND (tgtype & 1 = 1) = per_row); -- bit 0: FOR EACH ROW
-        IF per_row THEN
-            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s FOR EACH ROW %s EXECUTE FUNCTION pgsse.video_status()',
-                'pgsse_video_status_' || op, upper(op), t,
-                CASE op WHEN 'update' THEN 'WHEN (OLD.processing_status IS DISTINCT FROM NEW.processing_status)' ELSE '' END);
-        ELSE
-            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pgsse.video_statuses()',
-                'pgsse_video_status_' || op, upper(op), t,
-                CASE op WHEN 'update' THEN 'OLD TABLE AS old_videos' ELSE '' END);
-        END IF;
-    END LOOP;
+    SELECT array_agg(CASE WHEN per_row
+        THEN format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s FOR EACH ROW %s EXECUTE FUNCTION pgsse.video_status()',
+                    'pgsse_video_status_' || op, upper(op), t,
+                    CASE op WHEN 'update' THEN 'WHEN (OLD.processing_status IS DISTINCT FROM NEW.processing_status)' ELSE '' END)
+        ELSE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s NEW TABLE AS new_videos FOR EACH STATEMENT EXECUTE FUNCTION pgsse.video_statuses()',
+                    'pgsse_video_status_' || op, upper(op), t,
+                    CASE op WHEN 'update' THEN 'OLD TABLE AS old_videos' ELSE '' END) END ORDER BY op)
+    INTO ddl
+    FROM unnest(ARRAY['insert', 'update']) AS op
+    WHERE NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgsse_video_status_' || op
+                      AND tgfoid = fn AND (tgtype & 1 = 1) = per_row); -- bit 0: FOR EACH ROW
+    IF ddl IS NOT NULL THEN
+        PERFORM pgsse.with_brief_locks(t::text, ddl);
+    END IF;
 END
 $$;
 
@@ -340,6 +374,7 @@ DROP FUNCTION pgsse.sequence_events(integer, bigint, timestamptz, bigint);
 DROP FUNCTION pgsse.move_incoming(integer);
 DROP FUNCTION pgsse.video_triggers(regclass);
 DROP FUNCTION pgsse.video_statuses();
+DROP FUNCTION pgsse.with_brief_locks(text, text[]);
 DROP INDEX pgsse.incoming_seq;
 ALTER TABLE pgsse.incoming RESET (vacuum_truncate);
 ALTER TABLE pgsse.incoming
