@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +113,24 @@ func TestBurst_CaughtUpInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d streams × %d-row UPDATE: all delivered, no reconnect, in %v; peak RSS %.0f MiB", *burstStreams, *burstRows, time.Since(start).Round(time.Second), peak/(1<<20))
+}
+
+// TestCommitPath_Smoke runs make bench-commit's comparison briefly on the test
+// server: pgbench through the bare trigger, pgsse's triggers alone, and pgsse,
+// then the big statement both ways. Correctness, not timing: the log holds
+// exactly one event per committed change in both pgsse databases.
+func TestCommitPath_Smoke(t *testing.T) {
+	if _, err := exec.LookPath("pgbench"); err != nil {
+		t.Skip("no pgbench")
+	}
+	bin := testbin.BuildRelease(t)
+	var out strings.Builder
+	run := commitRun{Writers: []int{2}, Rounds: 1, Duration: time.Second, Rows: 1000}
+	if err := runCommitPath(context.Background(), bin, []cluster{{"test", dbtest.ServerURL(t)}}, run, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	if rows := strings.Count(out.String(), "\n| test | "); rows != 2 {
+		t.Errorf("%d rows of results, want 2 (pgbench, the big statement)", rows)
+	}
 }

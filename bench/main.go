@@ -137,7 +137,7 @@ func run() error {
 			defer f.Close()
 			w = io.MultiWriter(os.Stdout, f)
 		}
-		return runCommitPath(ctx, bin, clusters, w)
+		return runCommitPath(ctx, bin, clusters, defaultCommitRun, w)
 	}
 	if dbURL == "" {
 		return errors.New("no database: -db or DATABASE_URL")
