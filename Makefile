@@ -67,10 +67,11 @@ bench:
 	bin/bench -suite -pgsse bin/pgsse -baseline bin/pgsse-baseline -db "$$url" -out bin/bench-results; \
 	status=$$?; scripts/pg.sh stop .pgdata/bench; [ $$status = 0 ] && $(MAKE) --no-print-directory bench-commit || exit $$status
 
-# The commit path (a few minutes): pgbench's single-row UPDATE with pgsse's
-# triggers against a bare trigger + pg_notify, at 1, 4 and 16 writers, and one
-# 10 000-row UPDATE, on a throwaway cluster with fsync off (.pgdata/bench) and
-# one with PostgreSQL's durable defaults (.pgdata/bench-durable).
+# The commit path (about 9 minutes): pgbench's single-row UPDATE with pgsse's
+# triggers (and pgsse, and without it) against a bare trigger + pg_notify, at
+# 1, 4 and 16 writers, and one 10 000-row UPDATE with and without pgsse's
+# triggers, on a throwaway cluster with fsync off (.pgdata/bench) and one with
+# PostgreSQL's durable defaults (.pgdata/bench-durable).
 bench-commit:
 	@scripts/deps.sh
 	@url="$$(scripts/pg.sh start .pgdata/bench $(BENCH_PG_PORT))" || exit 1; \
