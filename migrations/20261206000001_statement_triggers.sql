@@ -183,9 +183,8 @@ $$;
 -- within a row in the order of its videos, until batch events are moved (at
 -- least one row of incoming, whole), and reports the ids it drew and their
 -- size; more: incoming held more. The caller holds the id lock (it is taken
--- here again, which is free within a transaction). Rows are found once and
--- deleted by their tuple ids: no plan can scan incoming once per row, as
--- `seq IN (subquery)` could on a table with stale statistics.
+-- here again, which is free within a transaction). Rows are read once,
+-- through the index on seq, and deleted by their tuple ids.
 CREATE FUNCTION pgsse.move_incoming(batch integer,
     OUT moved integer, OUT first_id bigint, OUT last_id bigint, OUT bytes bigint, OUT more boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
