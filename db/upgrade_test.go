@@ -33,6 +33,19 @@ func (f migrationsBefore) ReadDir(name string) ([]fs.DirEntry, error) {
 	return old, err
 }
 
+// migrateRelease applies to url the migrations released before version, as
+// that release's pgsse would have.
+func migrateRelease(t *testing.T, url, version string) {
+	t.Helper()
+	u, _ := neturl.Parse(url)
+	m := dbmate.New(u)
+	m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = migrationsBefore{migrations.FS, version}, []string{"."}, "pgsse.schema_migrations", false
+	m.Log = &strings.Builder{}
+	if err := m.Migrate(); err != nil {
+		t.Fatalf("migrations before %s: %v", version, err)
+	}
+}
+
 // TestMigrate_UpgradeInPlace: a database migrated and written by an earlier
 // release keeps its events and ids when the new migrations are applied, an
 // event committed but not yet sequenced then is sequenced after them, and the
@@ -45,13 +58,7 @@ func TestMigrate_UpgradeInPlace(t *testing.T) {
 	for _, release := range []string{"20261204", "20261206"} {
 		t.Run("before "+release, func(t *testing.T) {
 			adminURL, url := appDatabase(t, "public", "pgsse_reader")
-			u, _ := neturl.Parse(url)
-			m := dbmate.New(u)
-			m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = migrationsBefore{migrations.FS, release}, []string{"."}, "pgsse.schema_migrations", false
-			m.Log = &strings.Builder{}
-			if err := m.Migrate(); err != nil {
-				t.Fatal(err)
-			}
+			migrateRelease(t, url, release)
 			sqlDB, app := dbtest.Open(t, url), dbtest.Open(t, adminURL)
 			var newer int
 			if err := sqlDB.QueryRow(`SELECT count(*) FROM pgsse.schema_migrations WHERE version >= $1`, release).Scan(&newer); err != nil || newer != 0 {
@@ -103,13 +110,7 @@ func TestMigrate_UpgradeInPlace(t *testing.T) {
 // upgrade completes.
 func TestMigrate_LetsWritersThrough(t *testing.T) {
 	url := dbtest.NewEmpty(t)
-	u, _ := neturl.Parse(url)
-	m := dbmate.New(u)
-	m.FS, m.MigrationsDir, m.MigrationsTableName, m.AutoDumpSchema = migrationsBefore{migrations.FS, "20261206"}, []string{"."}, "pgsse.schema_migrations", false
-	m.Log = &strings.Builder{}
-	if err := m.Migrate(); err != nil {
-		t.Fatal(err)
-	}
+	migrateRelease(t, url, "20261206")
 	sqlDB := dbtest.Open(t, url)
 	dbtest.Exec(t, sqlDB, `SELECT pgsse.attach_videos('public', true)`)
 	for _, id := range []string{"idle", "busy"} {
